@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from manychat_oauth.refresh import Outcome, RefreshResult, iter_due, refresh_due_connections
+
+
+class Command(BaseCommand):
+    help = "Refresh the OAuth tokens of Manychat connections that expire soon. Safe to run on several hosts at once."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--all", action="store_true", help="Refresh every active OAuth connection, ignoring margin and backoff."
+        )
+        parser.add_argument(
+            "--connection", type=int, nargs="+", metavar="ID", help="Refresh only these connection ids."
+        )
+        parser.add_argument(
+            "--margin",
+            type=float,
+            metavar="SECONDS",
+            help="Refresh tokens expiring within this many seconds (default MANYCHAT_OAUTH_REFRESH_MARGIN).",
+        )
+        parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="Refresh on N threads (default 8).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="List what would be refreshed and why; change nothing."
+        )
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Queue one Celery task per due connection instead of refreshing here.",
+        )
+        parser.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        if options["margin"] is not None and options["margin"] < 0:
+            raise CommandError("--margin must not be negative.")
+        if options["all"] and options["connection"]:
+            raise CommandError("Use either --all or --connection, not both.")
+        selection = {"margin": options["margin"], "force": options["all"], "connection_ids": options["connection"]}
+        if options["dry_run"]:
+            return self.dry_run(selection, as_json=options["json"])
+        if options["enqueue"]:
+            return self.enqueue(selection, as_json=options["json"])
+        progress = Progress(sys.stderr) if sys.stderr.isatty() and not options["json"] else None
+        run = refresh_due_connections(concurrency=options["concurrency"], on_result=progress, **selection)
+        if progress:
+            progress.done()
+        if options["json"]:
+            self.stdout.write(json.dumps(run.as_dict()))
+        else:
+            for problem in run.problems:
+                self.stdout.write(
+                    self.style.WARNING(f"connection {problem.connection_id}: {problem.outcome} ({problem.error_code})")
+                )
+            style = self.style.SUCCESS if run.exit_code == 0 else self.style.WARNING
+            self.stdout.write(style(run.summary()))
+        if run.config_error:
+            self.stderr.write(
+                self.style.ERROR(
+                    f"Stopped: {run.config_error} Check MANYCHAT_OAUTH_CLIENT_ID and MANYCHAT_OAUTH_CLIENT_SECRET."
+                )
+            )
+        if run.exit_code:
+            sys.exit(run.exit_code)
+
+    def dry_run(self, selection: dict[str, Any], *, as_json: bool) -> None:
+        rows = [{"connection_id": row.pk, "reason": reason} for row, reason in iter_due(**selection)]
+        if as_json:
+            self.stdout.write(json.dumps({"dry_run": True, "would_refresh": rows}))
+            return
+        for row in rows:
+            self.stdout.write(f"would refresh connection {row['connection_id']}: {row['reason']}")
+        self.stdout.write(f"{len(rows)} connection(s) would be refreshed (dry run, nothing changed).")
+
+    def enqueue(self, selection: dict[str, Any], *, as_json: bool) -> None:
+        try:
+            from manychat_oauth.tasks import enqueue_due_connections
+        except ImportError as exc:
+            raise CommandError("--enqueue needs Celery: pip install 'django-manychat-oauth[celery]'.") from exc
+        queued = enqueue_due_connections(**selection)
+        if as_json:
+            self.stdout.write(json.dumps({"enqueued": queued}))
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Queued {queued} refresh task(s)."))
+
+
+class Progress:
+    """A one-line progress counter on a terminal (stderr)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.counts = dict.fromkeys(Outcome, 0)
+
+    def __call__(self, result: RefreshResult) -> None:
+        self.counts[result.outcome] += 1
+        done = sum(self.counts.values())
+        if done % 10 == 0 or result.outcome is not Outcome.REFRESHED:
+            parts = " ".join(f"{k.value}={v}" for k, v in self.counts.items() if v)
+            self.stream.write(f"\r{done} processed  {parts}")
+            self.stream.flush()
+
+    def done(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()

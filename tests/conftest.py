@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from django.test import Client
+
+
+@dataclass
+class Sandbox:
+    """The Manychat sandbox served by ``live_server``, reached over real HTTP."""
+
+    base: str
+    server_url: str
+
+    def consent(self, authorize_url: str, decision: str = "approve") -> dict[str, str]:
+        """Play the user on the consent page; return the query sent back to the callback."""
+        with requests.Session() as browser:
+            page = browser.get(authorize_url, timeout=10)
+            assert page.status_code == 200, page.status_code
+            form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+            form["decision"] = decision
+            answer = browser.post(
+                authorize_url.split("?")[0],
+                data=form,
+                headers={"Referer": authorize_url},
+                allow_redirects=False,
+                timeout=10,
+            )
+        assert answer.status_code == 302, answer.status_code
+        return {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
+
+    def fault(self, endpoint: str = "*", **kwargs: Any) -> Any:
+        from manychat_oauth.sandbox.faults import set_fault
+
+        return set_fault(endpoint, **kwargs)
+
+
+@pytest.fixture
+def sandbox(live_server: Any, settings: Any, transactional_db: None) -> Sandbox:
+    base = f"{live_server.url}/sandbox/manychat"
+    settings.MANYCHAT_OAUTH_AUTHORIZE_URL = f"{base}/oauth/authorize"
+    settings.MANYCHAT_OAUTH_TOKEN_URL = f"{base}/oauth/token"
+    settings.MANYCHAT_OAUTH_API_BASE_URL = base
+    return Sandbox(base=base, server_url=live_server.url)
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice")
+
+
+@pytest.fixture
+def other_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user("bob", "bob@example.com", "pw-bob")
+
+
+@pytest.fixture
+def user_client(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def start_flow(client: Client, next_url: str | None = None) -> str:
+    """POST to connect and return the authorize URL it redirects to."""
+    response = client.post("/manychat/connect/", {"next": next_url} if next_url else {})
+    assert response.status_code == 302
+    return str(response["Location"])

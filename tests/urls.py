@@ -1,0 +1,9 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("manychat/", include("manychat_oauth.urls")),
+    path("sandbox/manychat/", include("manychat_oauth.sandbox.urls")),
+]
