@@ -145,8 +145,9 @@ class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
         # Copying another encrypted column copies valid ciphertext.
         if isinstance(expression, Col) and isinstance(expression.target, EncryptedTextField):
             return expression
-        # bulk_update() wraps each value in Value(output_field=self), which is
-        # encrypted when the Case compiles; anything else would store plain text.
+        # bulk_update() wraps each value in Value(output_field=self) inside a
+        # Case (and a Cast on PostgreSQL); each Value is encrypted when it
+        # compiles. Anything else would store plain text.
         if all(isinstance(source, Value) and source.output_field is self for source in _leaf_values(expression)):
             return expression
         raise FieldError(
@@ -171,7 +172,11 @@ class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
 def _leaf_values(expression: Any) -> list[Any]:
     """The leaves of an expression tree that are values (``When`` conditions aside)."""
     from django.db.models import Case, When
+    from django.db.models.functions import Cast
 
+    if isinstance(expression, Cast):
+        # PostgreSQL's bulk_update() wraps the Case in a Cast to the field's type.
+        return _leaf_values(expression.get_source_expressions()[0])
     if isinstance(expression, Case):
         leaves: list[Any] = []
         for when in expression.cases:
