@@ -129,10 +129,8 @@ def health_counts(queryset: QuerySet[ManychatConnection]) -> dict[Health, int]:
     return {state: totals[state.slug] or 0 for state in Health}
 
 
-def relative(moment: dt.datetime | None, now: dt.datetime | None = None) -> str:
+def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:
     """A compact distance from now: "in 12 min", "3 h ago"."""
-    if moment is None:
-        return ""
     seconds = int((moment - (now or timezone.now())).total_seconds())
     amount = abs(seconds)
     if amount < 60:
@@ -440,8 +438,9 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
                 break
             if result.outcome is refresh.Outcome.FAILED:
                 failures[result.error_code or "error"] += 1
-            elif result.outcome is not refresh.Outcome.SKIPPED:
-                self._log(request, pk, f"Tokens refresh: {result.outcome}.")
+            if result.outcome is not refresh.Outcome.SKIPPED:
+                detail = f" ({result.error_code})" if result.error_code else ""
+                self._log(request, pk, f"Refresh tokens now: {result.outcome}{detail}.")
         parts = [f"{outcomes['refreshed']} refreshed"]
         if outcomes["reauth_required"]:
             parts.append(f"{outcomes['reauth_required']} now need re-authorization")

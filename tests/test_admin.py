@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection as db_connection
@@ -70,8 +71,7 @@ def make_mixed(users, count: int) -> list[ManychatConnection]:
     """``count`` connections cycling through every state and auth type."""
     kinds = [(state, "oauth") for state in Health] + [(Health.HEALTHY, "api_key"), (Health.REAUTH, "app")]
     rows = [
-        build(users[i % len(users)], kinds[i % len(kinds)][0], auth_type=kinds[i % len(kinds)][1])
-        for i in range(count)
+        build(users[i % len(users)], kinds[i % len(kinds)][0], auth_type=kinds[i % len(kinds)][1]) for i in range(count)
     ]
     return ManychatConnection.objects.bulk_create(rows)
 
@@ -276,6 +276,26 @@ def test_relative_time_is_compact(offset, text):
     assert relative(now + offset, now) == text
 
 
+def test_user_supplied_text_is_escaped(admin_client, user):
+    row = make(
+        user, Health.BACKOFF, page_name="<script>alert(1)</script>", last_error="<img src=x onerror=alert(1)>" * 3
+    )
+    for url in (CHANGELIST, change_url(row.pk)):
+        content = admin_client.get(url).content.decode()
+        assert "<script>alert(1)" not in content and "<img src=x" not in content
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in content
+
+
+def test_display_helpers_work_on_rows_not_loaded_through_the_admin(user):
+    from django.contrib.admin import site
+
+    model_admin = site._registry[ManychatConnection]
+    row = ManychatConnection.objects.get(pk=make(user, Health.EXPIRED, refresh_token=None).pk)
+    assert "Expired" in model_admin.health_badge(row)
+    assert model_admin.access_token_state(row) == "set (encrypted)"
+    assert model_admin.refresh_token_state(row) == "not set"
+
+
 # -- Change page, add, delete ----------------------------------------------
 
 
@@ -342,6 +362,8 @@ def test_refresh_action_reports_a_provider_failure_and_keeps_tokens(sandbox, adm
     connection.refresh_from_db()
     assert (connection.access_token, connection.refresh_token) == before
     assert connection.consecutive_failures == 1 and connection.next_attempt_at is not None
+    history = admin_client.get(f"{CHANGELIST}{connection.pk}/history/").content.decode()
+    assert "Refresh tokens now: failed (http_503)." in history
 
 
 def test_refresh_action_reports_revoked_tokens_as_needing_reauth(sandbox, admin_client, user):
@@ -356,6 +378,48 @@ def test_refresh_action_reports_revoked_tokens_as_needing_reauth(sandbox, admin_
     assert texts(response) == ["Refresh tokens now: 0 refreshed; 1 now need re-authorization."]
     connection.refresh_from_db()
     assert connection.status == "reauth_required" and events == [connection.pk]
+
+
+def test_refresh_action_stops_and_says_so_when_the_client_credentials_are_refused(
+    sandbox, admin_client, user, settings
+):
+    first = connect_through_sandbox(sandbox, user)
+    second = make(user, Health.EXPIRING)
+    settings.MANYCHAT_SANDBOX_CLIENT_SECRET = "not-what-we-send"
+    messages_shown = texts(run_action(admin_client, "refresh_tokens_now", [first, second]))
+    assert messages_shown[0] == (
+        "Refresh stopped: the provider refused the client credentials (invalid_client). "
+        "Check MANYCHAT_OAUTH_CLIENT_ID and MANYCHAT_OAUTH_CLIENT_SECRET."
+    )
+    assert messages_shown[1].startswith("Refresh tokens now: 0 refreshed")
+    assert SandboxToken.objects.filter(refresh_uses__gt=0).count() == 0  # the sandbox refused before looking
+    for row in (first, second):
+        row.refresh_from_db()
+        assert row.status == "active" and row.consecutive_failures == 0
+
+
+def test_check_action_works_for_an_oauth_connection(sandbox, admin_client, user):
+    connection = connect_through_sandbox(sandbox, user)
+    [message] = texts(run_action(admin_client, "check_connections", [connection]))
+    assert message == "Check connection: 1 working."
+    connection.refresh_from_db()
+    assert connection.last_checked_at is not None and connection.page_name == "Sandbox Coffee Shop"
+
+
+def test_refresh_action_leaves_a_connection_another_worker_is_refreshing(sandbox, admin_client, user):
+    connection = connect_through_sandbox(sandbox, user)
+    lease_until = timezone.now() + dt.timedelta(minutes=1)
+    ManychatConnection.objects.filter(pk=connection.pk).update(
+        refresh_lease_until=lease_until, refresh_lease_owner="w2"
+    )
+    assert "yes, lease ends in" in admin_client.get(change_url(connection.pk)).content.decode()
+    [message] = texts(run_action(admin_client, "refresh_tokens_now", [connection]))
+    assert message == (
+        "Refresh tokens now: 0 refreshed; 1 skipped (another worker was refreshing it, or it changed meanwhile)."
+    )
+    assert SandboxToken.objects.filter(refresh_uses__gt=0).count() == 0
+    connection.refresh_from_db()
+    assert connection.refresh_lease_owner == "w2"
 
 
 def test_network_actions_refuse_large_selections(admin_client, user):
@@ -373,7 +437,9 @@ def test_check_action_reads_get_info_and_marks_refused_keys(sandbox, admin_clien
     page = SandboxPage.objects.create(page_id="424242", name="Checked Page", category="Bakery")
     SandboxApiKey.objects.create(page=page, key="424242:goodkey")
     SandboxApiKey.objects.create(page=page, key="424242:revokedkey", revoked_at=timezone.now())
-    good = make(user, Health.HEALTHY, auth_type="api_key", access_token="424242:goodkey", page_id="424242", page_name="")
+    good = make(
+        user, Health.HEALTHY, auth_type="api_key", access_token="424242:goodkey", page_id="424242", page_name=""
+    )
     revoked = make(other_user, Health.HEALTHY, auth_type="api_key", access_token="424242:revokedkey")
     gone = make(user, Health.DISCONNECTED)
     response = run_action(admin_client, "check_connections", [good, revoked, gone])
@@ -416,6 +482,9 @@ def test_mark_action_marks_active_rows_and_sends_the_signal(admin_client, user):
     }
     assert ManychatConnection.objects.get(pk=rows[Health.DISCONNECTED].pk).status == "disconnected"
     assert ManychatConnection.objects.get(pk=active[0]).last_error.startswith("Marked as needing re-authorization")
+    assert LogEntry.objects.filter(
+        object_id=str(active[0]), change_message="Marked as needing re-authorization."
+    ).exists()
 
 
 def test_disconnect_action_confirms_then_forgets_tokens(admin_client, user):
