@@ -133,6 +133,15 @@ def queue_length(broker_url: str, queue: str) -> int:
     return int(redis.Redis.from_url(broker_url).llen(queue))
 
 
+def forget_queue(broker_url: str, queue: str) -> None:
+    """Delete this run's queue and kombu's bindings for it from Redis."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    keys = [queue, *client.scan_iter(match=f"_kombu.binding*.{queue}")]
+    client.delete(*keys)
+
+
 @pytest.fixture
 def celery_app():
     broker_or_skip()
@@ -150,6 +159,7 @@ def workers(celery_app, sandbox, tmp_path):
     yield running
     # Before pytest-django flushes or drops the test database, which open connections would block.
     running.stop()
+    forget_queue(settings.CELERY_BROKER_URL, QUEUE)
 
 
 def test_workers_and_refresh_command_together_refresh_every_connection_once_per_token(
@@ -172,10 +182,14 @@ def test_workers_and_refresh_command_together_refresh_every_connection_once_per_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    queued = enqueue_due_connections()
+    try:
+        queued = enqueue_due_connections()
+        out, err = command.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        if command.poll() is None:  # leave no connection open to the test database
+            command.kill()
+            command.wait()
     assert queued == CONNECTIONS
-
-    out, err = command.communicate(timeout=DEADLINE_SECONDS)
     assert command.returncode == 0, err.decode()[-2000:]
     command_run = json.loads(out)
     deadline = time.monotonic() + DEADLINE_SECONDS
