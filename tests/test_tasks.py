@@ -14,16 +14,9 @@ from django.utils import timezone
 
 from manychat_oauth.models import ManychatConnection
 from manychat_oauth.sandbox.models import SandboxToken
+from manychat_oauth.tasks import enqueue_due_connections, refresh_connection_task, refresh_due_connections_task
 
 from .due_connections import make_connections, stored_refresh_token_is_current
-
-celery = pytest.importorskip("celery", reason="the celery extra is not installed")
-
-from manychat_oauth.tasks import (  # noqa: E402
-    enqueue_due_connections,
-    refresh_connection_task,
-    refresh_due_connections_task,
-)
 
 
 @pytest.fixture
