@@ -38,7 +38,8 @@ ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # registration/login.html for the login the browser tests go through.
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -73,6 +74,20 @@ else:
 MANYCHAT_OAUTH_CLIENT_ID = "test-client"
 MANYCHAT_OAUTH_CLIENT_SECRET = "test-client-secret-5f2b9c"
 MANYCHAT_OAUTH_HTTP_TIMEOUT = 5
+
+# Subprocesses started by tests (Celery workers, race workers, commands) reach
+# the test's own database and the sandbox served by its live_server.
+if os.environ.get("MANYCHAT_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["MANYCHAT_TEST_DB_NAME"]
+if os.environ.get("MANYCHAT_TEST_SANDBOX_URL"):
+    _sandbox = os.environ["MANYCHAT_TEST_SANDBOX_URL"].rstrip("/")
+    MANYCHAT_OAUTH_AUTHORIZE_URL = f"{_sandbox}/oauth/authorize"
+    MANYCHAT_OAUTH_TOKEN_URL = f"{_sandbox}/oauth/token"
+    MANYCHAT_OAUTH_API_BASE_URL = _sandbox
+
+# Read by tests/celery_app.py (the real-worker tests).
+CELERY_BROKER_URL = os.environ.get("MANYCHAT_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+CELERY_TASK_IGNORE_RESULT = True
 
 LOGGING = {
     "version": 1,
