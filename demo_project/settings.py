@@ -93,6 +93,9 @@ if _fernet_keys:
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "manychat-refresh-due-tokens": {"task": "manychat_oauth.refresh_due_connections", "schedule": 60.0},
+}
 
 LOGGING = {
     "version": 1,
