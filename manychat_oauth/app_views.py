@@ -60,7 +60,7 @@ def app_install(request: HttpRequest) -> HttpResponse:
         return json_error("The request body is too large.", 413)
     try:
         payload = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return json_error("The request body is not valid JSON.", 400)
     try:
         install_request = parse_install_request(payload, request.headers.get(app_settings.APP_TOKEN_HEADER))

@@ -211,6 +211,7 @@ def test_page_id_that_does_not_match_the_key_is_refused(app, page, user, user_cl
         (b"{not json", 400, "not valid JSON"),
         (b"\xff\xfe", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
+        (b"[" * 15000, 400, "not valid JSON"),
         (b'{"link_code": "ABCD-EFGH"}', 400, "No usable App Key"),
         (b'{"app_token": "{{app_token}}", "link_code": "ABCD-EFGH"}', 400, "template"),
         (b'{"app_token": "1:abc", "link_code": "[[link_code]]"}', 400, "template"),
@@ -466,3 +467,40 @@ def test_w005_is_silent_when_the_endpoint_is_not_routed(settings):
     settings.MANYCHAT_OAUTH_APP_INSTALL_SECRET = None
     settings.ROOT_URLCONF = __name__
     assert checks.check_app_install() == []
+
+
+def test_identical_install_requests_racing_both_get_200_and_one_connection(app, page, user, user_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = shown_link_code(user_client)
+    installation = create_install(page)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        calls = list(
+            pool.map(lambda _: send_install_request(installation, url=app, secret=SECRET, link_code=code), range(4))
+        )
+    assert [c.status_code for c in calls] == [200] * 4
+    assert ManychatConnection.objects.count() == 1
+
+
+def test_manychat_unreachable_during_install_asks_to_retry_and_keeps_the_code(app, page, user, user_client, sandbox):
+    code = shown_link_code(user_client)
+    sandbox.fault("getinfo", status=503, body="", times=1)
+    first = install_app(page, url=app, secret=SECRET, link_code=code)
+    assert first.status_code == 502
+    assert "retry" in first.message
+    assert install_app(page, url=app, secret=SECRET, link_code=code).status_code == 200
+
+
+def test_a_user_keeps_at_most_five_unused_link_codes(user, db):
+    from manychat_oauth.app_install import MAX_LIVE_CODES_PER_USER, issue_link_code
+
+    issued = [issue_link_code(user) for _ in range(8)]
+    live = set(ManychatLinkCode.objects.filter(user=user).values_list("pk", flat=True))
+    assert live == {code.pk for code in issued[-MAX_LIVE_CODES_PER_USER:]}
+    assert all(code.code not in repr(code) for code in issued)
+
+
+def test_pasted_app_key_with_spaces_is_refused_before_asking_manychat(sandbox, user, user_client):
+    response = user_client.post("/manychat/app/key/", {"app_key": "2000002: abc"})
+    assert response.status_code == 400
+    assert b"no spaces" in response.content
