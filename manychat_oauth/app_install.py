@@ -270,6 +270,6 @@ def _verified_page(request: InstallRequest) -> dict[str, Any]:
         raise AppInstallRefused("Manychat did not accept this App Key. Reinstall the app and try again.") from None
     page = api.page_fields(info)
     if request.page_id and request.page_id != page["page_id"]:
-        logger.warning("App install refused: page_id %s does not match the App Key's page.", request.page_id)
+        logger.warning("App install refused: the page_id sent is not the App Key's page (%s).", page["page_id"])
         raise AppInstallRefused("The page_id does not match the page of this App Key.")
     return page

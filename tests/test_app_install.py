@@ -504,3 +504,10 @@ def test_pasted_app_key_with_spaces_is_refused_before_asking_manychat(sandbox, u
     response = user_client.post("/manychat/app/key/", {"app_key": "2000002: abc"})
     assert response.status_code == 400
     assert b"no spaces" in response.content
+
+
+@pytest.mark.parametrize("name", ["MANYCHAT_OAUTH_APP_LINK_CODE_MAX_AGE", "MANYCHAT_OAUTH_APP_UNINSTALL_AFTER"])
+def test_invalid_app_install_durations_are_e005(settings, name):
+    setattr(settings, name, "soon")
+    found = [m for m in checks.check_settings() if m.id == "manychat_oauth.E005"]
+    assert len(found) == 1 and name in found[0].msg
