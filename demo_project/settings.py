@@ -87,6 +87,10 @@ MANYCHAT_OAUTH_API_BASE_URL = env.str(
     "MANYCHAT_API_BASE_URL", default=_sandbox if MANYCHAT_SANDBOX else "https://api.manychat.com"
 )
 MANYCHAT_OAUTH_SCOPES = env.list("MANYCHAT_SCOPES", default=[])
+MANYCHAT_OAUTH_APP_INSTALL_SECRET = (
+    env.str("MANYCHAT_APP_INSTALL_SECRET", default="demo-install-secret" if MANYCHAT_SANDBOX else "") or None
+)
+MANYCHAT_OAUTH_APP_INSTALL_URL = env.str("MANYCHAT_APP_INSTALL_URL", default="") or None
 _fernet_keys = env.list("MANYCHAT_FERNET_KEYS", default=[])
 if _fernet_keys:
     MANYCHAT_OAUTH_FERNET_KEYS = _fernet_keys

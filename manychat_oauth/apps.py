@@ -14,4 +14,5 @@ class ManychatOAuthConfig(AppConfig):
 
         checks.register(app_checks.check_settings)
         checks.register(app_checks.check_sandbox)
+        checks.register(app_checks.check_app_install, checks.Tags.urls)
         checks.register(app_checks.check_deploy, checks.Tags.security, deploy=True)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.urls import NoReverseMatch, reverse
 
 from .conf import TOKEN_AUTH_METHODS, app_settings
 from .fields import validate_fernet_key
@@ -103,6 +104,8 @@ def _check_numbers() -> list[CheckMessage]:
         ("REFRESH_MARGIN", 0),
         ("STATE_MAX_AGE", 1),
         ("API_KEY_CHECK_INTERVAL", 1),
+        ("APP_LINK_CODE_MAX_AGE", 60),
+        ("APP_UNINSTALL_AFTER", 0),
     ):
         try:
             value = float(getattr(app_settings, name))
@@ -165,3 +168,23 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return warnings
+
+
+def check_app_install(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W005: the install endpoint is routed but has no shared secret, so it refuses every call."""
+    if app_settings.APP_INSTALL_SECRET:
+        return []
+    try:
+        reverse("manychat_oauth:app_install")
+    except NoReverseMatch:
+        return []
+    return [
+        Warning(
+            "The Manychat App install endpoint (manychat_oauth:app_install) is reachable but "
+            "MANYCHAT_OAUTH_APP_INSTALL_SECRET is not set, so it refuses every install.",
+            hint="Set MANYCHAT_OAUTH_APP_INSTALL_SECRET to a long random value and send it in the "
+            f"{app_settings.APP_INSTALL_SECRET_HEADER} header of the auth.request section of your app JSON. "
+            "If the site has no Manychat App Store app, silence manychat_oauth.W005.",
+            id="manychat_oauth.W005",
+        )
+    ]

@@ -14,6 +14,8 @@ DEFAULT_AUTHORIZE_URL = "https://manychat.com/oauth/authorize"
 DEFAULT_TOKEN_URL = "https://manychat.com/oauth/token"
 DEFAULT_API_BASE_URL = "https://api.manychat.com"
 TOKEN_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+DEFAULT_APP_INSTALL_SECRET_HEADER = "X-Install-Secret"
+DEFAULT_APP_TOKEN_HEADER = "X-App-Token"
 
 
 class Settings:
@@ -87,6 +89,22 @@ class Settings:
     @property
     def APP_INSTALL_URL(self) -> str | None:
         return getattr(settings, "MANYCHAT_OAUTH_APP_INSTALL_URL", None) or None
+
+    @property
+    def APP_INSTALL_SECRET_HEADER(self) -> str:
+        return str(getattr(settings, "MANYCHAT_OAUTH_APP_INSTALL_SECRET_HEADER", DEFAULT_APP_INSTALL_SECRET_HEADER))
+
+    @property
+    def APP_TOKEN_HEADER(self) -> str:
+        return str(getattr(settings, "MANYCHAT_OAUTH_APP_TOKEN_HEADER", DEFAULT_APP_TOKEN_HEADER))
+
+    @property
+    def APP_LINK_CODE_MAX_AGE(self) -> int:
+        return int(getattr(settings, "MANYCHAT_OAUTH_APP_LINK_CODE_MAX_AGE", 1800))
+
+    @property
+    def APP_UNINSTALL_AFTER(self) -> int:
+        return int(getattr(settings, "MANYCHAT_OAUTH_APP_UNINSTALL_AFTER", 3600))
 
 
 app_settings = Settings()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.db.models import F
 from django.utils import timezone
 
 from . import api
-from .exceptions import ManychatAPIError, ManychatAuthError, ManychatOAuthError
+from .conf import app_settings
+from .exceptions import ManychatAPIError, ManychatAuthError, ManychatOAuthError, ProviderUnavailable
 from .models import ManychatConnection
 from .signals import reauth_required
 
@@ -38,6 +40,11 @@ def check_connection(connection: ManychatConnection) -> CheckResult:
     except ManychatAPIError as exc:
         _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
         return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
+    except ProviderUnavailable as exc:
+        if record_uninstall_signal(connection, exc):
+            return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
+        _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
+        return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
     except ManychatOAuthError as exc:
         _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
         return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
@@ -46,6 +53,7 @@ def check_connection(connection: ManychatConnection) -> CheckResult:
         # The credential now belongs to another page: keep our page id.
         fields.pop("page_id")
     _record(connection, last_checked_at=now, last_error="", **fields)
+    clear_uninstall_signal(connection)
     return CheckResult(connection.pk, True, connection.status)
 
 
@@ -70,3 +78,69 @@ def _record(connection: ManychatConnection, **values: object) -> None:
     for name, value in values.items():
         setattr(connection, name, value)
     connection.save(update_fields=[*values, "updated_at"])
+
+
+# -- App uninstall detection --------------------------------------------------
+#
+# Manychat answers calls made with the key of an uninstalled app with HTTP 500
+# {"status": "exception", "message": "Something went wrong"}. A Manychat
+# outage can answer the same, so one such answer is a signal, not proof: the
+# connection becomes reauth_required ("app uninstalled") only when the signal
+# has been seen at least UNINSTALL_MIN_SIGNALS times, the first and the latest
+# at least MANYCHAT_OAUTH_APP_UNINSTALL_AFTER seconds (default one hour) apart,
+# with no successful call in between (a success clears the suspicion).
+
+#: Signals needed (besides the time span) before an App connection is declared uninstalled.
+UNINSTALL_MIN_SIGNALS = 2
+
+
+def record_uninstall_signal(connection: ManychatConnection, exc: ProviderUnavailable) -> bool:
+    """Count an "uninstalled app" answer for an App connection; ``False`` if it is not one.
+
+    Marks the connection ``reauth_required`` (and sends ``reauth_required``)
+    once the rule above is met.
+    """
+    if connection.auth_type != ManychatConnection.AuthType.APP or exc.code != "api_exception":
+        return False
+    now = timezone.now()
+    rows = ManychatConnection.objects.filter(pk=connection.pk)
+    # Two conditional UPDATEs, so that concurrent checks count every signal once.
+    rows.filter(uninstall_suspected_at__isnull=True).update(uninstall_suspected_at=now)
+    rows.update(uninstall_signals=F("uninstall_signals") + 1, last_checked_at=now, updated_at=now)
+    connection.refresh_from_db(fields=["uninstall_suspected_at", "uninstall_signals", "status"])
+    since = connection.uninstall_suspected_at or now
+    span = now - since
+    if connection.uninstall_signals < UNINSTALL_MIN_SIGNALS or span.total_seconds() < app_settings.APP_UNINSTALL_AFTER:
+        _record(
+            connection,
+            last_error=(
+                f"{exc.code}: possible app uninstall (signal {connection.uninstall_signals} "
+                f"since {since:%Y-%m-%d %H:%M} UTC); not confirmed yet."
+            ),
+        )
+        logger.info(
+            "Connection %s: Manychat answered like an uninstalled app (signal %s).",
+            connection.pk,
+            connection.uninstall_signals,
+        )
+        return True
+    marked = rows.filter(status=ManychatConnection.Status.ACTIVE).update(
+        status=ManychatConnection.Status.REAUTH_REQUIRED,
+        last_error="app uninstalled: install the app in Manychat again to reconnect the page.",
+        updated_at=now,
+    )
+    connection.refresh_from_db(fields=["status", "last_error"])
+    if marked:
+        logger.warning(
+            "Connection %s: app uninstalled (%s signals over %s).", connection.pk, connection.uninstall_signals, span
+        )
+        reauth_required.send(sender=ManychatConnection, connection=connection)
+    return True
+
+
+def clear_uninstall_signal(connection: ManychatConnection) -> None:
+    """A successful call: forget any uninstall suspicion."""
+    if connection.uninstall_suspected_at is None and not connection.uninstall_signals:
+        return
+    logger.info("Connection %s answered again; uninstall suspicion cleared.", connection.pk)
+    _record(connection, uninstall_suspected_at=None, uninstall_signals=0)

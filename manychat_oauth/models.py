@@ -127,3 +127,42 @@ class ManychatConnection(models.Model):
     @property
     def expires_in(self) -> dt.timedelta | None:
         return None if self.expires_at is None else self.expires_at - timezone.now()
+
+
+class ManychatLinkCode(models.Model):
+    """A short, single-use, expiring code that ties an App Store install to a site user.
+
+    The user reads it on the connections page and types it into the app's
+    install settings in Manychat, which sends it to the install endpoint. Only
+    a keyed hash of the code is stored.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="manychat_link_codes",
+    )
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    #: The connection the code created or updated (answers replays of the same install).
+    connection = models.ForeignKey(
+        ManychatConnection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("Manychat link code")
+        verbose_name_plural = _("Manychat link codes")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        state = "used" if self.used_at else ("expired" if self.is_expired else "valid")
+        return f"Link code for user {self.user_id} ({state})"
+
+    def __repr__(self) -> str:
+        return f"<ManychatLinkCode pk={self.pk} user_id={self.user_id} used={self.used_at is not None}>"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()

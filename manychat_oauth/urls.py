@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import app_views, views
 
 app_name = "manychat_oauth"
 
@@ -11,4 +11,6 @@ urlpatterns = [
     path("callback/", views.callback, name="callback"),
     path("connections/", views.connections, name="connections"),
     path("connections/<int:pk>/disconnect/", views.disconnect, name="disconnect"),
+    path("app/install/", app_views.app_install, name="app_install"),
+    path("app/key/", app_views.connect_app_key, name="connect_app_key"),
 ]

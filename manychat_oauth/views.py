@@ -16,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import api, client, services
+from .app_install import link_code_for_session
 from .conf import app_settings
 from .exceptions import ManychatOAuthError, ProviderUnavailable
 from .models import ManychatConnection
@@ -185,8 +186,15 @@ def connections(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "manychat_oauth/connections.html",
-        {"connections": rows, "oauth_configured": oauth_configured()},
+        {"connections": rows, "oauth_configured": oauth_configured(), **app_install_context(request)},
     )
+
+
+def app_install_context(request: HttpRequest) -> dict[str, Any]:
+    """The link code and install link for App Store installs, once the install endpoint is set up."""
+    if not app_settings.APP_INSTALL_SECRET:
+        return {}
+    return {"app_link_code": link_code_for_session(request), "app_install_url": app_settings.APP_INSTALL_URL}
 
 
 @login_required

@@ -80,6 +80,21 @@ class SandboxApiKey(models.Model):
         return f"API key for {self.page} ({'revoked' if self.revoked_at else 'active'})"
 
 
+class SandboxAppInstall(models.Model):
+    """An installation of a Manychat App Store app on a sandbox page, with its App Key."""
+
+    page = models.ForeignKey(SandboxPage, on_delete=models.CASCADE)
+    app_id = models.CharField(max_length=64, default="sandbox-app")
+    app_version = models.CharField(max_length=32, default="1")
+    key = models.CharField(max_length=128, unique=True)
+    installed_at = models.DateTimeField(auto_now_add=True)
+    #: Calls with the key of an uninstalled app answer 500 {"status": "exception"}.
+    uninstalled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"App {self.app_id} on {self.page} ({'uninstalled' if self.uninstalled_at else 'installed'})"
+
+
 class SandboxFault(models.Model):
     """A fault the sandbox injects into matching requests, for tests and benchmarks."""
 

@@ -22,7 +22,7 @@ from manychat_oauth.client import code_challenge
 from manychat_oauth.conf import app_settings
 
 from .faults import take_fault
-from .models import SandboxApiKey, SandboxAuthorizationCode, SandboxPage, SandboxToken
+from .models import SandboxApiKey, SandboxAppInstall, SandboxAuthorizationCode, SandboxPage, SandboxToken
 
 CODE_LIFETIME = dt.timedelta(minutes=10)
 
@@ -218,7 +218,14 @@ def page_for_credential(credential: str) -> SandboxPage | None:
     if issued is not None:
         return issued.page if issued.expires_at > now else None
     key = SandboxApiKey.objects.select_related("page").filter(key=credential, revoked_at__isnull=True).first()
-    return key.page if key is not None else None
+    if key is not None:
+        return key.page
+    app = SandboxAppInstall.objects.select_related("page").filter(key=credential, uninstalled_at__isnull=True).first()
+    return app.page if app is not None else None
+
+
+def is_uninstalled_app_key(credential: str) -> bool:
+    return SandboxAppInstall.objects.filter(key=credential, uninstalled_at__isnull=False).exists()
 
 
 @csrf_exempt
@@ -233,6 +240,9 @@ def get_info(request: HttpRequest) -> HttpResponse:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     credential = header[7:].strip() if header.startswith("Bearer ") else ""
     page = page_for_credential(credential) if credential else None
+    if page is None and credential and is_uninstalled_app_key(credential):
+        # What Manychat answers to every call made with the key of an uninstalled app.
+        return JsonResponse({"status": "exception", "message": "Something went wrong"}, status=500)
     if page is None:
         return manychat_error("Wrong token", 401)
     response = JsonResponse({"status": "success", "data": page.as_info()})
