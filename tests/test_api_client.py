@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from manychat_oauth import services
+from manychat_oauth import health, services
 from manychat_oauth.api import ManychatClient
 from manychat_oauth.exceptions import ManychatAPIError, ManychatAuthError, ProviderUnavailable
 from manychat_oauth.models import ManychatConnection
@@ -164,3 +164,22 @@ def test_page_info_without_a_page_id_is_an_invalid_response(sandbox, key_connect
     with pytest.raises(ManychatAPIError) as caught:
         ManychatClient(key_connection).get_page_info()
     assert caught.value.code == "invalid_response"
+
+
+def test_check_of_a_refused_oauth_token_leaves_the_decision_to_the_refresh(sandbox, oauth_connection):
+    sandbox.fault("getinfo", status=401, body=WRONG_TOKEN, times=1)
+    result = health.check_connection(oauth_connection)
+    assert (result.ok, result.status, result.error_code) == (False, "active", "unauthorized")
+    oauth_connection.refresh_from_db()
+    assert oauth_connection.status == "active"
+    assert oauth_connection.last_error == "unauthorized: token refused"
+
+
+def test_check_keeps_the_page_id_when_the_key_answers_for_another_page(sandbox, user):
+    other = create_page("Moved Page", page_id="5000005")
+    connection, _ = services.save_connection(
+        user, auth_type="api_key", access_token=create_api_key(other).key, page={"page_id": "4000004"}
+    )
+    assert health.check_connection(connection).ok
+    connection.refresh_from_db()
+    assert (connection.page_id, connection.page_name) == ("4000004", "Moved Page")
