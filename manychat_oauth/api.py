@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from .client import _json_or_none, parse_retry_after, send
 from .conf import app_settings
 from .exceptions import ManychatAPIError, ManychatAuthError, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from .models import ManychatConnection
+
+logger = logging.getLogger(__name__)
+
+GET_INFO_PATH = "/fb/page/getInfo"
 
 
 def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
@@ -51,10 +59,67 @@ def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
 
 def get_page_info(credential: str) -> dict[str, Any]:
     """``GET /fb/page/getInfo``: the page the credential belongs to."""
-    data = call("GET", "/fb/page/getInfo", credential)
+    return _checked_page_info(call("GET", GET_INFO_PATH, credential))
+
+
+def _checked_page_info(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or not data.get("id"):
         raise ManychatAPIError("getInfo answered without a page id.", code="invalid_response")
     return data
+
+
+class ManychatClient:
+    """Manychat's API on behalf of one connection, always with a valid credential.
+
+    ``request()`` returns the envelope's ``data``. When Manychat refuses the
+    credential (HTTP 401), an OAuth connection is refreshed once and the call
+    retried once; an API-key or App connection is marked ``reauth_required``.
+    Raises ``ManychatAuthError`` (refused), ``ManychatAPIError`` (``status:
+    "error"``, with Manychat's message in ``api_message``), ``ProviderUnavailable``
+    (network, timeout, 5xx, 429) and ``ConnectionNotActive``.
+    """
+
+    def __init__(self, connection: ManychatConnection) -> None:
+        self.connection = connection
+
+    def __repr__(self) -> str:
+        return f"<ManychatClient connection={self.connection.pk}>"
+
+    def get_page_info(self) -> dict[str, Any]:
+        """``GET /fb/page/getInfo``: the connected page's details."""
+        return _checked_page_info(self.request("GET", GET_INFO_PATH))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call ``path`` (relative to ``MANYCHAT_OAUTH_API_BASE_URL``) and return the envelope's ``data``.
+
+        ``kwargs`` go to ``requests`` (``params``, ``json``, ...); the configured
+        timeout applies unless ``timeout`` is given.
+        """
+        credential = self.connection.get_access_token()
+        try:
+            return call(method, path, credential, **kwargs)
+        except ManychatAuthError as exc:
+            retry_with = self._after_refusal(credential, exc)
+        return call(method, path, retry_with, **kwargs)
+
+    def _after_refusal(self, refused: str, exc: ManychatAuthError) -> str:
+        """The credential to retry with once, or raise ``exc``."""
+        from . import health
+        from .models import ManychatConnection
+        from .refresh import refresh_connection
+
+        connection = self.connection
+        if connection.auth_type != ManychatConnection.AuthType.OAUTH:
+            health.record_refused_credential(connection, exc)
+            raise exc
+        outcome = refresh_connection(connection, force=True).outcome
+        connection.refresh_from_db()
+        logger.info("Connection %s: Manychat refused the token; refresh %s.", connection.pk, outcome)
+        # Another worker may have refreshed it meanwhile: any new token is worth one retry.
+        fresh = connection.get_access_token()
+        if fresh == refused:
+            raise exc
+        return fresh
 
 
 def page_fields(info: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +137,5 @@ def page_fields(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _api_message(payload: Any) -> str:
-    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-        return payload["message"][:200]
-    return ""
+    message = payload.get("message") if isinstance(payload, dict) else None
+    return message[:200] if isinstance(message, str) else ""

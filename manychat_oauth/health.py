@@ -6,15 +6,18 @@ the admin's "Check connection" action.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import api
 from .conf import app_settings
-from .exceptions import ManychatAPIError, ManychatAuthError, ManychatOAuthError, ProviderUnavailable
+from .exceptions import ManychatAuthError, ManychatOAuthError, ProviderUnavailable
 from .models import ManychatConnection
 from .signals import reauth_required
 
@@ -32,21 +35,19 @@ class CheckResult:
 
 def check_connection(connection: ManychatConnection) -> CheckResult:
     """Call ``getInfo`` with the connection's credential and record what it says."""
+    if connection.status != ManychatConnection.Status.ACTIVE:
+        # Keep the reason it stopped (e.g. "app uninstalled") rather than
+        # overwrite it with the failure of a check that cannot succeed.
+        return CheckResult(connection.pk, False, connection.status, "not_active", "The connection is not active.")
     now = timezone.now()
     try:
         info = api.get_page_info(connection.get_access_token())
     except ManychatAuthError as exc:
         return _mark_reauth(connection, exc)
-    except ManychatAPIError as exc:
-        _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
-        return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
-    except ProviderUnavailable as exc:
-        if record_uninstall_signal(connection, exc):
-            return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
-        _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
-        return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
     except ManychatOAuthError as exc:
-        _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
+        uninstall_signal = isinstance(exc, ProviderUnavailable) and record_uninstall_signal(connection, exc)
+        if not uninstall_signal:
+            _record(connection, last_checked_at=now, last_error=f"{exc.code}: check failed")
         return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
     fields = api.page_fields(info)
     if connection.page_id and fields["page_id"] != connection.page_id:
@@ -144,3 +145,104 @@ def clear_uninstall_signal(connection: ManychatConnection) -> None:
         return
     logger.info("Connection %s answered again; uninstall suspicion cleared.", connection.pk)
     _record(connection, uninstall_suspected_at=None, uninstall_signals=0)
+
+
+def record_refused_credential(connection: ManychatConnection, exc: ManychatOAuthError) -> CheckResult:
+    """Manychat refused the credential: API-key and App connections need the user again."""
+    return _mark_reauth(connection, exc)
+
+
+# -- Periodic checks (``manychat_refresh_tokens``) ---------------------------
+
+#: Connections whose credential cannot be refreshed, only checked.
+CHECKED_AUTH_TYPES = (ManychatConnection.AuthType.API_KEY, ManychatConnection.AuthType.APP)
+#: Rows read per query when selecting connections to check.
+CHECK_CHUNK_SIZE = 500
+
+
+@dataclass
+class CheckRun:
+    """Counts for a run of health checks, plus the results that were not successes."""
+
+    checked: int = 0
+    key_rejected: int = 0
+    check_failed: int = 0
+    problems: list[CheckResult] = field(default_factory=list)
+
+    MAX_PROBLEMS = 100
+
+    def add(self, result: CheckResult) -> None:
+        self.checked += 1
+        if result.ok:
+            return
+        if result.status == ManychatConnection.Status.REAUTH_REQUIRED:
+            self.key_rejected += 1
+        else:
+            self.check_failed += 1
+        if len(self.problems) < self.MAX_PROBLEMS:
+            self.problems.append(result)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.key_rejected or self.check_failed else 0
+
+    def summary(self) -> str:
+        return f"checked={self.checked} key_rejected={self.key_rejected} check_failed={self.check_failed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "key_rejected": self.key_rejected,
+            "check_failed": self.check_failed,
+            "problems": [{"connection_id": r.connection_id, "error": r.error_code} for r in self.problems],
+        }
+
+
+def check_candidates(
+    *, now: dt.datetime, interval: float | None = None, force: bool = False, connection_ids: Iterable[int] | None = None
+) -> QuerySet[ManychatConnection]:
+    """Active API-key and App connections not checked for ``interval`` seconds (or all, with ``force``)."""
+    qs = ManychatConnection.objects.filter(status=ManychatConnection.Status.ACTIVE, auth_type__in=CHECKED_AUTH_TYPES)
+    if connection_ids is not None:
+        return qs.filter(pk__in=list(connection_ids))
+    if force:
+        return qs
+    seconds = app_settings.API_KEY_CHECK_INTERVAL if interval is None else interval
+    cutoff = now - dt.timedelta(seconds=seconds)
+    return qs.filter(Q(last_checked_at__isnull=True) | Q(last_checked_at__lte=cutoff))
+
+
+def check_due_connections(
+    *, interval: float | None = None, force: bool = False, connection_ids: Iterable[int] | None = None
+) -> CheckRun:
+    """Check every API-key and App connection due for a check, at most once per
+    ``MANYCHAT_OAUTH_API_KEY_CHECK_INTERVAL``, and record what Manychat says."""
+    run = CheckRun()
+    for row in _iter_claimed(
+        check_candidates(now=timezone.now(), interval=interval, force=force, connection_ids=connection_ids)
+    ):
+        run.add(check_connection(row))
+    return run
+
+
+def _iter_claimed(qs: QuerySet[ManychatConnection]) -> Iterator[ManychatConnection]:
+    """Yield the rows of ``qs`` this process claimed, reading them in chunks by pk.
+
+    Claiming moves ``last_checked_at`` with one conditional UPDATE, so runs on
+    several hosts at once check each connection once.
+    """
+    light = qs.only("pk", "last_checked_at").order_by("pk")
+    last_pk = 0
+    while True:
+        chunk = list(light.filter(pk__gt=last_pk)[:CHECK_CHUNK_SIZE])
+        if not chunk:
+            return
+        for row in chunk:
+            seen = row.last_checked_at
+            claim = ManychatConnection.objects.filter(pk=row.pk)
+            claim = claim.filter(last_checked_at__isnull=True) if seen is None else claim.filter(last_checked_at=seen)
+            if claim.update(last_checked_at=timezone.now()):
+                connection = ManychatConnection.objects.filter(pk=row.pk).first()
+                if connection is not None and connection.is_active:
+                    yield connection
+        last_pk = chunk[-1].pk

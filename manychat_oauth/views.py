@@ -1,4 +1,4 @@
-"""The user-facing pages: connect, OAuth callback, connections, disconnect."""
+"""The user-facing pages: connect (OAuth or API key), OAuth callback, connections, disconnect."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render, resolve_url
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import api, client, services
 from .app_install import link_code_for_session
 from .conf import app_settings
 from .exceptions import ManychatOAuthError, ProviderUnavailable
+from .forms import ApiKeyForm
 from .models import ManychatConnection
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,10 @@ logger = logging.getLogger(__name__)
 SESSION_KEY = "manychat_oauth_flows"
 #: Pending flows kept per session (several tabs may start one each).
 MAX_PENDING_FLOWS = 5
+#: API keys a user may submit per window, so the form cannot be used to guess keys
+#: or to hammer Manychat through this site.
+API_KEY_ATTEMPTS = 10
+API_KEY_WINDOW_SECONDS = 60
 
 
 def safe_next(request: HttpRequest, value: str | None) -> str | None:
@@ -175,6 +182,56 @@ def callback(request: HttpRequest) -> HttpResponse:
     )
     messages.success(request, f"Connected to {connection.page_name or 'your Manychat page'}.")
     return HttpResponseRedirect(flow.get("next") or resolve_url(app_settings.CONNECTED_URL))
+
+
+def api_key_attempt_allowed(user: Any) -> bool:
+    """Count one API-key attempt for ``user``; ``False`` past the limit (fixed window, Django's cache)."""
+    window = int(time.time() // API_KEY_WINDOW_SECONDS)
+    key = f"manychat_oauth:api_key_attempts:{user.pk}:{window}"
+    cache.add(key, 0, timeout=API_KEY_WINDOW_SECONDS * 2)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add() and incr()
+        cache.set(key, 1, timeout=API_KEY_WINDOW_SECONDS * 2)
+        count = 1
+    return count <= API_KEY_ATTEMPTS
+
+
+def _api_key_page(
+    request: HttpRequest, form: ApiKeyForm, next_url: str | None, *, error: str = "", status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "manychat_oauth/connect_api_key.html",
+        {"form": form, "next": next_url or "", "error": error},
+        status=status,
+    )
+
+
+@sensitive_post_parameters("api_key")
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def connect_api_key(request: HttpRequest) -> HttpResponse:
+    """GET: a form for a page API key. POST: verify the key with Manychat, then save it."""
+    next_url = safe_next(request, request.POST.get("next") or request.GET.get("next"))
+    if request.method == "GET":
+        return _api_key_page(request, ApiKeyForm(), next_url)
+    if not api_key_attempt_allowed(request.user):
+        logger.warning("API key attempts of user %s rate-limited.", request.user.pk)
+        return _api_key_page(
+            request,
+            ApiKeyForm(),
+            next_url,
+            error=f"Too many attempts: you can try {API_KEY_ATTEMPTS} keys a minute. Wait a minute, then try again.",
+            status=429,
+        )
+    form = ApiKeyForm(request.POST)
+    if not form.is_valid():
+        return _api_key_page(request, form, next_url, status=503 if form.unavailable else 400)
+    connection, _created = form.save(request.user)
+    messages.success(request, f"Connected to {connection.page_name or 'your Manychat page'} with its API key.")
+    return HttpResponseRedirect(next_url or resolve_url(app_settings.CONNECTED_URL))
 
 
 @never_cache

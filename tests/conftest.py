@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from django.dispatch import Signal
 from django.test import Client
 
 
@@ -71,3 +74,15 @@ def start_flow(client: Client, next_url: str | None = None) -> str:
     response = client.post("/manychat/connect/", {"next": next_url} if next_url else {})
     assert response.status_code == 302
     return str(response["Location"])
+
+
+@contextmanager
+def captured(signal: Signal) -> Iterator[list[dict[str, Any]]]:
+    """Collect the keyword arguments of every ``signal`` sent inside the block."""
+    events: list[dict[str, Any]] = []
+    uid = f"captured-{id(events)}"
+    signal.connect(lambda **kwargs: events.append(kwargs), weak=False, dispatch_uid=uid)
+    try:
+        yield events
+    finally:
+        signal.disconnect(dispatch_uid=uid)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from manychat_oauth.health import check_due_connections
 from manychat_oauth.refresh import Outcome, RefreshResult, iter_due, refresh_due_connections
 
 
@@ -52,23 +53,27 @@ class Command(BaseCommand):
         run = refresh_due_connections(concurrency=options["concurrency"], on_result=progress, **selection)
         if progress:
             progress.done()
+        checks = check_due_connections(force=options["all"], connection_ids=options["connection"])
+        exit_code = run.exit_code or checks.exit_code
         if options["json"]:
-            self.stdout.write(json.dumps(run.as_dict()))
+            self.stdout.write(json.dumps({**run.as_dict(), "exit_code": exit_code, "health_checks": checks.as_dict()}))
         else:
             for problem in run.problems:
                 self.stdout.write(
                     self.style.WARNING(f"connection {problem.connection_id}: {problem.outcome} ({problem.error_code})")
                 )
-            style = self.style.SUCCESS if run.exit_code == 0 else self.style.WARNING
-            self.stdout.write(style(run.summary()))
+            for check in checks.problems:
+                self.stdout.write(self.style.WARNING(f"connection {check.connection_id}: check {check.error_code}"))
+            style = self.style.SUCCESS if exit_code == 0 else self.style.WARNING
+            self.stdout.write(style(f"{run.summary()} {checks.summary()}"))
         if run.config_error:
             self.stderr.write(
                 self.style.ERROR(
                     f"Stopped: {run.config_error} Check MANYCHAT_OAUTH_CLIENT_ID and MANYCHAT_OAUTH_CLIENT_SECRET."
                 )
             )
-        if run.exit_code:
-            sys.exit(run.exit_code)
+        if exit_code:
+            sys.exit(exit_code)
 
     def dry_run(self, selection: dict[str, Any], *, as_json: bool) -> None:
         rows = [{"connection_id": row.pk, "reason": reason} for row, reason in iter_due(**selection)]
