@@ -74,6 +74,8 @@ class ManychatClient:
     ``request()`` returns the envelope's ``data``. When Manychat refuses the
     credential (HTTP 401), an OAuth connection is refreshed once and the call
     retried once; an API-key or App connection is marked ``reauth_required``.
+    For an App connection, Manychat's "uninstalled app" answer counts as a
+    signal towards marking it uninstalled, as in the health check.
     Raises ``ManychatAuthError`` (refused), ``ManychatAPIError`` (``status:
     "error"``, with Manychat's message in ``api_message``), ``ProviderUnavailable``
     (network, timeout, 5xx, 429) and ``ConnectionNotActive``.
@@ -97,10 +99,22 @@ class ManychatClient:
         """
         credential = self.connection.get_access_token()
         try:
-            return call(method, path, credential, **kwargs)
+            return self._call(method, path, credential, **kwargs)
         except ManychatAuthError as exc:
             retry_with = self._after_refusal(credential, exc)
-        return call(method, path, retry_with, **kwargs)
+        return self._call(method, path, retry_with, **kwargs)
+
+    def _call(self, method: str, path: str, credential: str, **kwargs: Any) -> Any:
+        """``call()``, counting App-uninstall signals (see ``health.record_uninstall_signal``)."""
+        from . import health
+
+        try:
+            data = call(method, path, credential, **kwargs)
+        except ProviderUnavailable as exc:
+            health.record_uninstall_signal(self.connection, exc)
+            raise
+        health.clear_uninstall_signal(self.connection)
+        return data
 
     def _after_refusal(self, refused: str, exc: ManychatAuthError) -> str:
         """The credential to retry with once, or raise ``exc``."""

@@ -389,6 +389,32 @@ def test_other_server_errors_are_not_uninstall_signals(installed, sandbox):
     assert installed.status == "active" and installed.uninstall_signals == 0
 
 
+def test_client_calls_count_uninstall_signals_like_the_health_check(installed, page):
+    client = api.ManychatClient(installed)
+    uninstall_app(page)
+    with pytest.raises(ProviderUnavailable):
+        client.get_page_info()
+    installed.refresh_from_db()
+    assert installed.status == "active" and installed.uninstall_signals == 1
+    move_suspicion_back(installed, 1.5)
+    with pytest.raises(ProviderUnavailable):
+        api.ManychatClient(installed).get_page_info()
+    installed.refresh_from_db()
+    assert installed.status == "reauth_required"
+    assert installed.last_error.startswith("app uninstalled")
+
+
+def test_a_successful_client_call_clears_the_uninstall_suspicion(installed, sandbox):
+    sandbox.fault("getinfo", status=500, body=EXCEPTION_BODY, times=1)
+    with pytest.raises(ProviderUnavailable):
+        api.ManychatClient(installed).get_page_info()
+    installed.refresh_from_db()
+    assert installed.uninstall_signals == 1
+    assert api.ManychatClient(installed).get_page_info()["name"]
+    installed.refresh_from_db()
+    assert (installed.uninstall_signals, installed.uninstall_suspected_at) == (0, None)
+
+
 # -- Secrets stay out of logs ---------------------------------------------------
 
 
