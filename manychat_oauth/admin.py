@@ -131,8 +131,8 @@ def health_counts(queryset: QuerySet[ManychatConnection]) -> dict[Health, int]:
 
 def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:
     """A compact distance from now: "in 12 min", "3 h ago"."""
-    seconds = int((moment - (now or timezone.now())).total_seconds())
-    amount = abs(seconds)
+    delta = (moment - (now or timezone.now())).total_seconds()
+    amount = int(abs(delta))
     if amount < 60:
         span = f"{amount} s"
     elif amount < 3600:
@@ -141,7 +141,8 @@ def relative(moment: dt.datetime, now: dt.datetime | None = None) -> str:
         span = f"{amount // 3600} h"
     else:
         span = f"{amount // 86400} d"
-    return f"in {span}" if seconds >= 0 else f"{span} ago"
+    # The sign of the exact difference, so a moment just past reads "0 s ago", not "in 0 s".
+    return f"in {span}" if delta >= 0 else f"{span} ago"
 
 
 def badge(state: Health) -> SafeString:

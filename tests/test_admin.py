@@ -269,6 +269,7 @@ def test_every_sortable_column_sorts_without_error(admin_client, user):
         (dt.timedelta(seconds=42), "in 42 s"),
         (dt.timedelta(days=3, hours=1), "in 3 d"),
         (-dt.timedelta(hours=47), "47 h ago"),
+        (-dt.timedelta(milliseconds=300), "0 s ago"),
     ],
 )
 def test_relative_time_is_compact(offset, text):

@@ -108,6 +108,7 @@ def test_deny_shows_a_friendly_page_and_saves_nothing(sandbox, user_client):
     response = callback(user_client, query)
     assert response.status_code == 200
     assert b"Connection cancelled" in response.content
+    assert b'href="/manychat/connections/">Back to your connections</a>' in response.content
     assert not ManychatConnection.objects.exists()
 
 
