@@ -9,6 +9,8 @@ import pytest
 import requests
 from django.test import Client
 
+from . import fakehttp
+
 
 @dataclass
 class Sandbox:
@@ -71,3 +73,9 @@ def start_flow(client: Client, next_url: str | None = None) -> str:
     response = client.post("/manychat/connect/", {"next": next_url} if next_url else {})
     assert response.status_code == 302
     return str(response["Location"])
+
+
+@pytest.fixture
+def http(monkeypatch: pytest.MonkeyPatch) -> fakehttp.FakeHTTP:
+    """Fake HTTP at the session boundary, for the unit tests of client.py and api.py only."""
+    return fakehttp.install(monkeypatch)
