@@ -9,7 +9,7 @@ import pytest
 import requests
 from django.test import Client
 
-from . import fakehttp
+from . import fakehttp, hygiene
 
 
 @dataclass
@@ -79,3 +79,10 @@ def start_flow(client: Client, next_url: str | None = None) -> str:
 def http(monkeypatch: pytest.MonkeyPatch) -> fakehttp.FakeHTTP:
     """Fake HTTP at the session boundary, for the unit tests of client.py and api.py only."""
     return fakehttp.install(monkeypatch)
+
+
+@pytest.fixture
+def all_logs() -> Any:
+    """Every log record from every logger at DEBUG, for secret-hygiene assertions."""
+    with hygiene.capture_all_logs() as captured:
+        yield captured

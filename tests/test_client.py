@@ -441,3 +441,22 @@ def assert_clean(error: BaseException) -> None:
     for text in (str(error), repr(error), repr(error.args)):
         for secret in (BODY_MARKER, SECRET, CODE, VERIFIER, REFRESH):
             assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("invalid_request", "invalid_request"),
+        ("Invalid_Grant", "http_400"),  # not the shape of a registered code
+        ("rtlowercase0secret1", "http_400"),  # the refresh token we sent
+        ("lowercase0", "http_400"),  # a piece of it
+        ("test", "http_400"),  # a piece of the client secret
+    ],
+)
+def test_an_error_code_that_repeats_what_we_sent_is_not_repeated(http, error, code):
+    http.answer(400, json={"error": error})
+    with pytest.raises(OAuthError) as excinfo:
+        client.refresh_access_token("rtlowercase0secret1")
+    assert excinfo.value.code == code
+    if code == "http_400":
+        assert error not in str(excinfo.value)
