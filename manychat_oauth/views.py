@@ -30,9 +30,19 @@ MAX_PENDING_FLOWS = 5
 
 
 def safe_next(request: HttpRequest, value: str | None) -> str | None:
-    """``value`` if it is a local URL on this site, else ``None``."""
-    if value and url_has_allowed_host_and_scheme(
-        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    """``value`` if it is a path on this site (``/...``), else ``None``.
+
+    Relative paths are refused too (resolved against the callback's URL they
+    are never what the caller meant), and so is anything a browser could read
+    as another host (``//host``, ``/\\host``).
+    """
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith(("//", "/\\"))
+        and url_has_allowed_host_and_scheme(
+            value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return value
     return None
