@@ -305,3 +305,14 @@ def test_only_models_with_encrypted_fields_are_rotated():
     assert [(t.label, t.columns) for t in tables] == [
         ("manychat_oauth.ManychatConnection", ("access_token", "refresh_token"))
     ]
+
+
+def test_moving_from_derived_keys_to_explicit_keys(user, settings):
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = None
+    row = ManychatConnection.objects.create(user=user, page_id="1", access_token="at", refresh_token="rt")
+    # As the README says: list the new key first and the key derived from SECRET_KEY after it.
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [K2, derive_key(settings.SECRET_KEY).decode()]
+    assert keys.rotate_keys().rotated == 1
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [K2]
+    row.refresh_from_db()
+    assert (row.access_token, row.refresh_token) == ("at", "rt")
