@@ -171,7 +171,11 @@ class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
 def _leaf_values(expression: Any) -> list[Any]:
     """The leaves of an expression tree that are values (``When`` conditions aside)."""
     from django.db.models import Case, When
+    from django.db.models.functions import Cast
 
+    if isinstance(expression, Cast):
+        # PostgreSQL's bulk_update() wraps the Case in a Cast to the field's type.
+        return _leaf_values(expression.source_expressions[0])
     if isinstance(expression, Case):
         leaves: list[Any] = []
         for when in expression.cases:

@@ -88,14 +88,15 @@ class EncryptedTable:
 
 
 def encrypted_tables() -> list[EncryptedTable]:
-    """Every installed concrete model with ``EncryptedTextField`` columns."""
+    """Every installed model with ``EncryptedTextField`` columns of its own.
+
+    A proxy or a child model (multi-table inheritance) does not own its
+    parent's columns, so each table is rotated once.
+    """
     tables = []
     for model in apps.get_models():
-        opts = model._meta
-        if opts.proxy or not opts.managed:
-            continue
         columns = tuple(
-            str(f.column) for f in opts.concrete_fields if isinstance(f, EncryptedTextField) and f.model is model
+            str(f.column) for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField) and f.model is model
         )
         if columns:
             tables.append(EncryptedTable(model, columns))
