@@ -356,3 +356,22 @@ def test_an_error_report_for_a_crash_after_connecting_shows_no_secret(sandbox, u
     assert "receiver bug" in text and "save_connection" in text
     evidence.add(text, page)
     evidence.check()
+
+
+def test_key_rotation_output_and_logs_show_no_token_even_for_rows_it_cannot_read(user, all_logs, settings):
+    from cryptography.fernet import Fernet
+    from django.core.management.base import CommandError
+
+    old, new, lost = (Fernet.generate_key().decode() for _ in range(3))
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [lost]
+    ManychatConnection.objects.create(user=user, page_id="lost", access_token=AT + "-lost")
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [old]
+    ManychatConnection.objects.create(user=user, page_id="1", access_token=AT, refresh_token=RT)
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [new, old]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("manychat_rotate_keys", verbosity=3, stdout=out, stderr=err)
+    haystacks = [out.getvalue(), err.getvalue(), excinfo.value, *all_logs.texts()]
+    assert "re-encrypted 1" in out.getvalue()
+    assert_no_secrets(haystacks, {"access token": AT, "refresh token": RT, "unreadable token": AT + "-lost"})
+    assert_no_secrets(haystacks, {"old key": old, "new key": new, "lost key": lost})
