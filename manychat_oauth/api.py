@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
 from .client import _json_or_none, parse_retry_after, send
 from .conf import app_settings
 from .exceptions import ManychatAPIError, ManychatAuthError, ProviderUnavailable
 
 
+@sensitive_variables("credential", "headers", "kwargs")
 def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
     """Call ``path`` on Manychat's API and return the envelope's ``data``.
 
@@ -49,6 +52,7 @@ def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
     )
 
 
+@sensitive_variables("credential")
 def get_page_info(credential: str) -> dict[str, Any]:
     """``GET /fb/page/getInfo``: the page the credential belongs to."""
     data = call("GET", "/fb/page/getInfo", credential)

@@ -160,3 +160,22 @@ def test_page_fields_cuts_long_values_and_tolerates_missing_or_odd_ones():
     assert fields["page_name"] == "n" * 255
     assert fields["page_is_pro"] is None
     assert fields["page_username"] == fields["page_category"] == fields["page_timezone"] == ""
+
+
+def test_an_error_report_of_a_crash_inside_call_hides_the_credential(http, monkeypatch):
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    def crash(payload):
+        raise RuntimeError("bug while reading the envelope")
+
+    monkeypatch.setattr(api, "_api_message", crash)
+    http.answer(json={"status": "success", "data": INFO})
+    try:
+        api.get_page_info(KEY)
+    except RuntimeError:
+        report = ExceptionReporter(None, *sys.exc_info(), is_email=True).get_traceback_text()
+    assert "bug while reading the envelope" in report
+    assert "credential" in report  # the variable is listed, its value is not
+    assert KEY not in report
