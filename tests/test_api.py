@@ -175,7 +175,8 @@ def test_an_error_report_of_a_crash_inside_call_hides_the_credential(http, monke
     try:
         api.get_page_info(KEY)
     except RuntimeError:
-        report = ExceptionReporter(None, *sys.exc_info(), is_email=True).get_traceback_text()
+        reporter = ExceptionReporter(None, *sys.exc_info(), is_email=True)
+        report = reporter.get_traceback_text() + reporter.get_traceback_html()
     assert "bug while reading the envelope" in report
     assert "credential" in report  # the variable is listed, its value is not
     assert KEY not in report
