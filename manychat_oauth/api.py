@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from django.views.decorators.debug import sensitive_variables
+
 from .client import _json_or_none, parse_retry_after, send
 from .conf import app_settings
 from .exceptions import ManychatAPIError, ManychatAuthError, ProviderUnavailable
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 GET_INFO_PATH = "/fb/page/getInfo"
 
 
+@sensitive_variables("credential", "headers", "kwargs")
 def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
     """Call ``path`` on Manychat's API and return the envelope's ``data``.
 
@@ -57,6 +60,7 @@ def call(method: str, path: str, credential: str, **kwargs: Any) -> Any:
     )
 
 
+@sensitive_variables("credential")
 def get_page_info(credential: str) -> dict[str, Any]:
     """``GET /fb/page/getInfo``: the page the credential belongs to."""
     return _checked_page_info(call("GET", GET_INFO_PATH, credential))

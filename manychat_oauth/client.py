@@ -13,6 +13,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 import requests
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from . import __version__
 from .conf import app_settings
@@ -35,6 +37,8 @@ from .exceptions import (
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"django-manychat-oauth/{__version__}"
+#: The shape of registered OAuth error codes; anything else is not repeated.
+ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _local = threading.local()
 
 
@@ -101,6 +105,7 @@ def build_authorize_url(*, redirect_uri: str, state: str, code_verifier: str | N
     return f"{url}{separator}{urlencode(params, quote_via=quote)}"
 
 
+@sensitive_variables()
 def exchange_code(code: str, *, redirect_uri: str, code_verifier: str | None) -> TokenResponse:
     """Exchange an authorization code for tokens (RFC 6749 section 4.1.3)."""
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
@@ -109,6 +114,7 @@ def exchange_code(code: str, *, redirect_uri: str, code_verifier: str | None) ->
     return _token_request(data, previous_refresh_token=None)
 
 
+@sensitive_variables()
 def refresh_access_token(refresh_token: str) -> TokenResponse:
     """Use a refresh token (RFC 6749 section 6).
 
@@ -122,6 +128,7 @@ def refresh_access_token(refresh_token: str) -> TokenResponse:
     return _token_request(data, previous_refresh_token=refresh_token)
 
 
+@sensitive_variables()
 def _token_request(data: dict[str, str], *, previous_refresh_token: str | None) -> TokenResponse:
     client_id = app_settings.CLIENT_ID or ""
     client_secret = app_settings.CLIENT_SECRET or ""
@@ -142,7 +149,8 @@ def _token_request(data: dict[str, str], *, previous_refresh_token: str | None) 
     )
     received_at = timezone.now()
     if response.status_code >= 400:
-        raise _token_error(response, grant)
+        sent = (client_secret, data.get("code"), data.get("code_verifier"), data.get("refresh_token"))
+        raise _token_error(response, grant, sent_secrets=[value for value in sent if value])
     payload = _json_or_none(response)
     if not isinstance(payload, dict):
         raise InvalidTokenResponse(
@@ -165,7 +173,7 @@ def _token_request(data: dict[str, str], *, previous_refresh_token: str | None) 
     )
 
 
-def _token_error(response: requests.Response, grant: str) -> Exception:
+def _token_error(response: requests.Response, grant: str, *, sent_secrets: list[str]) -> Exception:
     status = response.status_code
     if status == 429 or status >= 500:
         return ProviderUnavailable(
@@ -175,7 +183,7 @@ def _token_error(response: requests.Response, grant: str) -> Exception:
         )
     payload = _json_or_none(response)
     error = payload.get("error") if isinstance(payload, dict) else None
-    error = error if isinstance(error, str) and error.isascii() and len(error) <= 64 else None
+    error = error if isinstance(error, str) and _is_error_code(error, sent_secrets) else None
     message = f"The token endpoint answered HTTP {status} {error or 'without an error code'} for {grant}."
     if error == "invalid_grant":
         return InvalidGrant(message)
@@ -184,6 +192,12 @@ def _token_error(response: requests.Response, grant: str) -> Exception:
     return OAuthError(message, code=error or f"http_{status}")
 
 
+def _is_error_code(value: str, sent_secrets: list[str]) -> bool:
+    """Whether ``value`` looks like an OAuth error code and repeats nothing we sent."""
+    return bool(ERROR_CODE.fullmatch(value)) and not any(value in secret for secret in sent_secrets)
+
+
+@sensitive_variables()
 def send(method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
     """Send one request with the configured timeout; network failures become
     ``ProviderUnavailable``. ``what`` names the call in messages."""

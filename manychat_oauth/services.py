@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .models import ManychatConnection
 from .signals import connection_connected, connection_disconnected
@@ -14,6 +15,7 @@ from .signals import connection_connected, connection_disconnected
 logger = logging.getLogger(__name__)
 
 
+@sensitive_variables()
 def save_connection(
     user: Any,
     *,

@@ -9,12 +9,12 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render, resolve_url
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import api, client, services
@@ -37,9 +37,19 @@ API_KEY_WINDOW_SECONDS = 60
 
 
 def safe_next(request: HttpRequest, value: str | None) -> str | None:
-    """``value`` if it is a local URL on this site, else ``None``."""
-    if value and url_has_allowed_host_and_scheme(
-        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    """``value`` if it is a path on this site (``/...``), else ``None``.
+
+    Relative paths are refused too (resolved against the callback's URL they
+    are never what the caller meant), and so is anything a browser could read
+    as another host (``//host``, ``/\\host``).
+    """
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith(("//", "/\\"))
+        and url_has_allowed_host_and_scheme(
+            value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return value
     return None
@@ -65,6 +75,7 @@ def error_page(request: HttpRequest, title: str, message: str, *, status: int = 
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_variables("verifier", "flows")
 def connect(request: HttpRequest) -> HttpResponse:
     """GET: a page with a Connect button. POST: start the OAuth flow."""
     next_url = safe_next(request, request.POST.get("next") or request.GET.get("next"))
@@ -111,11 +122,29 @@ def _pop_flow(request: HttpRequest, state: str) -> dict[str, Any] | None:
     return flow if isinstance(flow, dict) else None
 
 
+def _redact_code(request: HttpRequest) -> None:
+    """Replace the authorization code in the request once it has been read.
+
+    Django logs 4xx and 5xx responses with the request (whose repr shows the
+    query string), error reports list ``request.GET``, and middleware may log
+    the URL after the view: none of them get to see the code.
+    """
+    if "code" not in request.GET:
+        return
+    query = request.GET.copy()
+    query.setlist("code", ["[redacted]"] * len(query.getlist("code")))
+    request.META["QUERY_STRING"] = query.urlencode(safe="[]")
+    request.GET = QueryDict(request.META["QUERY_STRING"])
+
+
 @never_cache
 @login_required
 @require_GET
+@sensitive_variables("code", "tokens", "flow")
 def callback(request: HttpRequest) -> HttpResponse:
     """The authorization server sends the user back here with a code or an error."""
+    code = request.GET.get("code", "")
+    _redact_code(request)
     state = request.GET.get("state", "")
     if not state or len(state) > 200:
         return error_page(
@@ -140,9 +169,8 @@ def callback(request: HttpRequest) -> HttpResponse:
     if error == "access_denied":
         return render(request, "manychat_oauth/denied.html", {"retry_url": reverse("manychat_oauth:connect")})
     if error:
-        logger.warning("Authorization server answered error=%.64s.", error)
+        logger.warning("Authorization server answered error=%r.", error[:64])
         return error_page(request, "Connection failed", "Manychat did not authorize the connection. Please try again.")
-    code = request.GET.get("code", "")
     if not code or len(code) > 2048:
         return error_page(
             request, "Connection failed", "The answer from Manychat had no authorization code. Please try again."

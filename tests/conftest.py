@@ -12,6 +12,8 @@ import requests
 from django.dispatch import Signal
 from django.test import Client
 
+from . import fakehttp, hygiene
+
 
 @dataclass
 class Sandbox:
@@ -86,3 +88,16 @@ def captured(signal: Signal) -> Iterator[list[dict[str, Any]]]:
         yield events
     finally:
         signal.disconnect(dispatch_uid=uid)
+
+
+@pytest.fixture
+def http(monkeypatch: pytest.MonkeyPatch) -> fakehttp.FakeHTTP:
+    """Fake HTTP at the session boundary, for the unit tests of client.py and api.py only."""
+    return fakehttp.install(monkeypatch)
+
+
+@pytest.fixture
+def all_logs() -> Any:
+    """Every log record from every logger at DEBUG, for secret-hygiene assertions."""
+    with hygiene.capture_all_logs() as captured:
+        yield captured

@@ -1,0 +1,377 @@
+"""No secret ever appears in logs, pages, command output, exception messages or reprs.
+
+Every flow runs against the sandbox over real HTTP with every logger captured at
+DEBUG (``all_logs``). The secrets searched for are the real ones of the run:
+the client secret, every authorization code and token the sandbox issued, and
+every PKCE verifier the app generated. Faults make the provider echo those
+secrets back in its error bodies, to prove that bodies are never passed on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection as db_connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from manychat_oauth import client, services
+from manychat_oauth.exceptions import ManychatOAuthError
+from manychat_oauth.models import ManychatConnection
+from manychat_oauth.sandbox.models import SandboxAuthorizationCode, SandboxToken
+from manychat_oauth.views import SESSION_KEY
+
+from .conftest import Sandbox, start_flow
+from .hygiene import CapturedLogs, assert_no_secrets
+
+CLIENT_SECRET = "test-client-secret-5f2b9c"  # tests/settings.py
+
+
+class Evidence:
+    """Everything a secret could leak into during one test."""
+
+    def __init__(self, logs: CapturedLogs) -> None:
+        self.logs = logs
+        self.items: list[Any] = []
+        self.verifiers: list[str] = []
+
+    def response(self, response: Any) -> Any:
+        self.items += [response.content, dict(response.items())]
+        return response
+
+    def add(self, *things: Any) -> None:
+        self.items.extend(things)
+
+    def start(self, client: Client, next_url: str | None = None) -> str:
+        """POST connect; remember the PKCE verifier of the new flow."""
+        before = set((client.session.get(SESSION_KEY) or {}).keys())
+        url = start_flow(client, next_url)
+        flows = client.session[SESSION_KEY]
+        self.verifiers += [flows[s]["verifier"] for s in set(flows) - before if flows[s]["verifier"]]
+        self.add(url)
+        return url
+
+    def secrets(self) -> dict[str, str]:
+        found = {"client secret": CLIENT_SECRET}
+        for i, verifier in enumerate(self.verifiers):
+            found[f"PKCE verifier {i}"] = verifier
+        for code in SandboxAuthorizationCode.objects.all():
+            found[f"authorization code {code.pk}"] = code.code
+        for token in SandboxToken.objects.all():
+            found[f"access token {token.pk}"] = token.access_token
+            if token.refresh_token:
+                found[f"refresh token {token.pk}"] = token.refresh_token
+        return found
+
+    def check(self) -> None:
+        assert self.logs.records, "nothing was logged: capture is broken"
+        rows = list(ManychatConnection.objects.all())
+        stored = [text for row in rows for text in (row.last_error, repr(row), str(row))]
+        assert_no_secrets([*self.logs.texts(), *self.items, *stored], self.secrets())
+
+
+@pytest.fixture
+def evidence(all_logs: CapturedLogs) -> Evidence:
+    return Evidence(all_logs)
+
+
+def callback(client: Client, query: dict[str, str]) -> Any:
+    return client.get("/manychat/callback/", query)
+
+
+def echo(query: dict[str, str], **payload: Any) -> dict[str, Any]:
+    """A provider error body that repeats our secrets back."""
+    return {
+        "error_description": f"code {query.get('code')} client_secret {CLIENT_SECRET}",
+        "code": query.get("code"),
+        **payload,
+    }
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- OAuth connect + callback --------------------------------------------------
+
+
+def test_a_successful_connection_leaks_nothing(sandbox, user_client, evidence):
+    query = sandbox.consent(evidence.start(user_client, next_url="/after/"))
+    evidence.response(callback(user_client, query))
+    evidence.response(user_client.get("/manychat/connections/"))
+    connection = ManychatConnection.objects.get()
+    assert connection.access_token and connection.refresh_token
+    assert any("OAuth flow started" in m for m in evidence.logs.messages)
+    evidence.check()
+
+
+TOKEN_FAULTS: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
+    "500-echoing-json": lambda q: {"status": 500, "body": echo(q, error="server_error")},
+    "502-html-echoing": lambda q: {
+        "status": 502,
+        "body": f"<html>{q['code']} {CLIENT_SECRET}</html>",
+        "content_type": "text/html",
+    },
+    "503-retry-after": lambda q: {"status": 503, "body": echo(q), "retry_after": "30"},
+    "429": lambda q: {"status": 429, "body": echo(q), "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+    "400-echoing": lambda q: {"status": 400, "body": echo(q, error="invalid_request")},
+    "400-error-is-our-code": lambda q: {"status": 400, "body": {"error": q["code"]}},
+    "401-echoing": lambda q: {"status": 401, "body": echo(q, error="invalid_client")},
+    "200-not-json": lambda q: {"status": 200, "body": f"access_token={q['code']}", "content_type": "text/plain"},
+    "200-no-access-token": lambda q: {"status": 200, "body": {"refresh_token": q["code"], "token_type": "Bearer"}},
+    "read-timeout": lambda q: {"status": 504, "latency_ms": 1500, "body": echo(q)},
+}
+
+
+@pytest.mark.parametrize("fault", TOKEN_FAULTS.values(), ids=TOKEN_FAULTS.keys())
+def test_a_failed_code_exchange_leaks_nothing_even_when_the_provider_echoes_secrets(
+    sandbox, user_client, evidence, settings, fault
+):
+    settings.MANYCHAT_OAUTH_HTTP_TIMEOUT = 0.5
+    query = sandbox.consent(evidence.start(user_client))
+    sandbox.fault("token", times=1, **fault(query))
+    response = evidence.response(callback(user_client, query))
+    assert response.status_code == 400
+    assert not ManychatConnection.objects.exists()
+    evidence.check()
+
+
+def test_provider_refusals_leak_nothing(sandbox, user_client, evidence, settings):
+    # invalid_grant (tampered code), invalid_grant (wrong PKCE verifier), invalid_client, denial, error.
+    query = sandbox.consent(evidence.start(user_client))
+    evidence.response(callback(user_client, {**query, "code": query["code"][:-1]}))
+
+    query = sandbox.consent(evidence.start(user_client))
+    session = user_client.session
+    session[SESSION_KEY][query["state"]]["verifier"] = "wrong-verifier-" + "w" * 40
+    session.save()
+    evidence.response(callback(user_client, query))
+
+    query = sandbox.consent(evidence.start(user_client))
+    settings.MANYCHAT_SANDBOX_CLIENT_SECRET = "another-secret-entirely"
+    evidence.response(callback(user_client, query))
+    del settings.MANYCHAT_SANDBOX_CLIENT_SECRET
+
+    evidence.response(callback(user_client, sandbox.consent(evidence.start(user_client), decision="deny")))
+    state = sandbox.consent(evidence.start(user_client))["state"]
+    evidence.response(callback(user_client, {"state": state, "error": "server_error", "error_description": "x"}))
+    assert not ManychatConnection.objects.exists()
+    evidence.check()
+
+
+def test_replayed_and_forged_callbacks_leak_nothing(sandbox, user_client, evidence):
+    query = sandbox.consent(evidence.start(user_client))
+    evidence.response(callback(user_client, query))
+    assert evidence.response(callback(user_client, query)).status_code == 400
+    assert evidence.response(callback(user_client, {**query, "state": "forged-state"})).status_code == 400
+    evidence.check()
+
+
+def test_a_failed_get_info_after_connecting_leaks_nothing(sandbox, user_client, evidence):
+    query = sandbox.consent(evidence.start(user_client))
+    sandbox.fault("getinfo", status=500, times=1, body={"status": "exception", "message": query["code"]})
+    assert evidence.response(callback(user_client, query)).status_code == 302
+    evidence.check()
+
+
+def test_a_connection_refused_during_the_exchange_leaks_nothing(sandbox, user_client, evidence, settings):
+    query = sandbox.consent(evidence.start(user_client))
+    settings.MANYCHAT_OAUTH_TOKEN_URL = f"http://127.0.0.1:{closed_port()}/oauth/token"
+    assert evidence.response(callback(user_client, query)).status_code == 400
+    evidence.check()
+
+
+# -- refresh command at verbosity 3 --------------------------------------------
+
+
+def connect(sandbox: Sandbox, user_client: Client, evidence: Evidence) -> ManychatConnection:
+    query = sandbox.consent(evidence.start(user_client))
+    assert evidence.response(callback(user_client, query)).status_code == 302
+    connection = ManychatConnection.objects.get()
+    ManychatConnection.objects.filter(pk=connection.pk).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+    return connection
+
+
+def run_refresh(evidence: Evidence, *args: str) -> int:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("manychat_refresh_tokens", *args, verbosity=3, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    evidence.add(out.getvalue(), err.getvalue())
+    return code
+
+
+REFRESH_FAULTS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "500-echoing": lambda rt: {"status": 500, "body": {"error": "server_error", "error_description": rt}},
+    "502-html-echoing": lambda rt: {
+        "status": 502,
+        "body": f"<html>{rt} {CLIENT_SECRET}</html>",
+        "content_type": "text/html",
+    },
+    "503-retry-after": lambda rt: {"status": 503, "body": rt, "retry_after": "120", "content_type": "text/plain"},
+    "429": lambda rt: {"status": 429, "body": {"error": "slow_down", "refresh_token": rt}},
+    "400-invalid-grant-echoing": lambda rt: {
+        "status": 400,
+        "body": {"error": "invalid_grant", "error_description": rt},
+    },
+    "400-error-is-our-refresh-token": lambda rt: {"status": 400, "body": {"error": rt}},
+    "401-invalid-client-echoing": lambda rt: {
+        "status": 401,
+        "body": {"error": "invalid_client", "hint": CLIENT_SECRET},
+    },
+    "200-not-json": lambda rt: {"status": 200, "body": f"refresh_token={rt}", "content_type": "text/plain"},
+    "200-no-access-token": lambda rt: {"status": 200, "body": {"refresh_token": rt}},
+    "read-timeout": lambda rt: {"status": 504, "latency_ms": 1500, "body": rt, "content_type": "text/plain"},
+}
+
+
+@pytest.mark.parametrize("fault", REFRESH_FAULTS.values(), ids=REFRESH_FAULTS.keys())
+def test_a_failed_refresh_leaks_nothing_at_verbosity_3(sandbox, user_client, evidence, settings, fault):
+    settings.MANYCHAT_OAUTH_HTTP_TIMEOUT = 0.5
+    connection = connect(sandbox, user_client, evidence)
+    old_refresh_token = connection.refresh_token
+    sandbox.fault("token", times=3, **fault(old_refresh_token))
+    assert run_refresh(evidence) != 0
+    run_refresh(evidence, "--all", "--json")
+    connection.refresh_from_db()
+    assert connection.refresh_token == old_refresh_token  # never lost
+    with pytest.raises(ManychatOAuthError) as excinfo:
+        connection.get_access_token()
+    evidence.add(excinfo.value)
+    evidence.check()
+
+
+def test_a_successful_refresh_and_real_refusals_leak_nothing(sandbox, user_client, evidence, settings):
+    connection = connect(sandbox, user_client, evidence)
+    assert run_refresh(evidence) == 0
+    assert run_refresh(evidence, "--all", "--json", "--concurrency", "1") == 0
+    assert run_refresh(evidence, "--dry-run", "--all") == 0
+    connection.refresh_from_db()
+    assert connection.get_access_token() == SandboxToken.objects.latest("pk").access_token
+
+    settings.MANYCHAT_SANDBOX_CLIENT_SECRET = "another-secret-entirely"  # invalid_client, for real
+    assert run_refresh(evidence, "--all") == 2
+    del settings.MANYCHAT_SANDBOX_CLIENT_SECRET
+
+    SandboxToken.objects.update(revoked=True)  # invalid_grant, for real
+    assert run_refresh(evidence, "--all") == 1
+    connection.refresh_from_db()
+    assert connection.status == ManychatConnection.Status.REAUTH_REQUIRED
+    with pytest.raises(ManychatOAuthError) as excinfo:
+        connection.get_access_token()
+    evidence.add(excinfo.value)
+    evidence.check()
+
+
+def test_a_refused_connection_during_refresh_leaks_nothing(sandbox, user_client, evidence, settings):
+    connect(sandbox, user_client, evidence)
+    settings.MANYCHAT_OAUTH_TOKEN_URL = f"http://127.0.0.1:{closed_port()}/oauth/token"
+    assert run_refresh(evidence, "--json") == 1
+    evidence.check()
+
+
+# -- reprs, strings, exceptions and SQL -------------------------------------
+
+
+AT = "access-token-4b8e9a1f"
+RT = "refresh-token-7d2c0e3b"
+
+
+def test_model_and_token_response_reprs_hide_the_tokens(user):
+    connection = ManychatConnection.objects.create(user=user, page_id="1", access_token=AT, refresh_token=RT)
+    tokens = client.TokenResponse(
+        access_token=AT, refresh_token=RT, token_type="Bearer", expires_in=60, scope="", received_at=timezone.now()
+    )
+    assert_no_secrets(
+        [repr(connection), str(connection), repr(tokens), str(tokens), repr(vars(tokens).keys())], [AT, RT]
+    )
+    assert "Bearer" in repr(tokens) and "pk=" in repr(connection)
+
+
+def test_only_ciphertext_reaches_the_database(user, settings):
+    settings.DEBUG = True
+    with CaptureQueriesContext(db_connection) as queries:
+        connection, _ = services.save_connection(
+            user, auth_type="oauth", access_token=AT, refresh_token=RT, page={"page_id": "42"}
+        )
+        ManychatConnection.objects.filter(pk=connection.pk).update(access_token=AT + "-2")
+        services.disconnect(ManychatConnection.objects.get(pk=connection.pk))
+    assert len(queries) >= 3
+    assert_no_secrets([q["sql"] for q in queries.captured_queries], [AT, RT, AT + "-2"])
+
+
+def test_the_helper_finds_secrets_in_every_usual_encoding(all_logs):
+    import logging
+
+    secret = "s3cret/value+with&odd=chars"
+    quiet = logging.getLogger("tests.hygiene.quiet")
+    quiet.propagate = False  # records that never reach the root logger are captured too
+    try:
+        quiet.debug("hidden %s", json.dumps({"v": "s3cret/value+with&odd=chars"}))
+    finally:
+        quiet.propagate = True
+    with pytest.raises(AssertionError, match="leaked"):
+        assert_no_secrets(all_logs.texts(), [secret])
+    for encoded in ("s3cret%2Fvalue%2Bwith%26odd%3Dchars", "s3cret/value+with&amp;odd=chars"):
+        with pytest.raises(AssertionError, match="leaked"):
+            assert_no_secrets([encoded], [secret])
+    with pytest.raises(AssertionError, match="too short"):
+        assert_no_secrets(["x"], ["short"])
+    assert_no_secrets(["nothing here"], {"label": secret, "unset": None})
+
+
+def test_an_error_report_for_a_crash_after_connecting_shows_no_secret(sandbox, user, evidence):
+    """A site's receiver crashes: the 500 error report (admin email) shows no code, verifier or token."""
+    from django.views.debug import ExceptionReporter
+
+    from manychat_oauth.signals import connection_connected
+
+    def crash(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    browser = Client(raise_request_exception=False)
+    browser.force_login(user)
+    query = sandbox.consent(evidence.start(browser))
+    connection_connected.connect(crash, dispatch_uid="t-crash")
+    try:
+        assert evidence.response(callback(browser, query)).status_code == 500
+    finally:
+        connection_connected.disconnect(dispatch_uid="t-crash")
+    [record] = [r for r in evidence.logs.records if r.name == "django.request" and r.levelname == "ERROR"]
+    reporter = ExceptionReporter(record.request, *record.exc_info, is_email=True)
+    text, page = reporter.get_traceback_text(), reporter.get_traceback_html()
+    assert "receiver bug" in text and "save_connection" in text
+    evidence.add(text, page)
+    evidence.check()
+
+
+def test_key_rotation_output_and_logs_show_no_token_even_for_rows_it_cannot_read(user, all_logs, settings):
+    from cryptography.fernet import Fernet
+    from django.core.management.base import CommandError
+
+    old, new, lost = (Fernet.generate_key().decode() for _ in range(3))
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [lost]
+    ManychatConnection.objects.create(user=user, page_id="lost", access_token=AT + "-lost")
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [old]
+    ManychatConnection.objects.create(user=user, page_id="1", access_token=AT, refresh_token=RT)
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [new, old]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as excinfo:
+        call_command("manychat_rotate_keys", verbosity=3, stdout=out, stderr=err)
+    haystacks = [out.getvalue(), err.getvalue(), excinfo.value, *all_logs.texts()]
+    assert "re-encrypted 1" in out.getvalue()
+    assert_no_secrets(haystacks, {"access token": AT, "refresh token": RT, "unreadable token": AT + "-lost"})
+    assert_no_secrets(haystacks, {"old key": old, "new key": new, "lost key": lost})
