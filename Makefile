@@ -67,10 +67,10 @@ package-check: $(VENV)/.dev-installed
 
 ## Documentation site (MkDocs), warnings are errors; output in site/.
 docs: $(VENV)/.docs-installed
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 docs-serve: $(VENV)/.docs-installed
-	$(BIN)/mkdocs serve -a 127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 clean:
 	rm -rf $(VENV) .nox site build dist *.egg-info .coverage htmlcov artifacts demo.sqlite3 tests/*.sqlite3

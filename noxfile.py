@@ -83,8 +83,8 @@ def _missing_session(target: Target) -> Callable[[nox.Session], None]:
 
     def tests(session: nox.Session) -> None:
         if target.required:
-            session.error(f"{message}; it is required ({target.django}).")
-        session.skip(f"{message}; skipping {target.django} on {target.python}.")
+            session.error(f"{message}; it is required ({target.django})")
+        session.skip(f"{message}; skipping {target.django} on Python {target.python}")
 
     tests.__doc__ = f"{message} ({'required' if target.required else 'optional'})."
     return tests

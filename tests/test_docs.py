@@ -1,0 +1,141 @@
+"""The documentation site stays true: its examples run, and its reference pages list everything."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.dispatch import Signal
+
+from manychat_oauth import signals
+from manychat_oauth.conf import Settings
+from manychat_oauth.sandbox.models import SandboxPage
+
+from .conftest import start_flow
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+QUICKSTART = DOCS / "examples" / "quickstart"
+PACKAGE = ROOT / "manychat_oauth"
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+def run_quickstart(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(QUICKSTART),
+        "DJANGO_SETTINGS_MODULE": "mysite.settings",
+        "QUICKSTART_DB": str(tmp_path / "quickstart.sqlite3"),
+        "DJANGO_SECRET_KEY": Fernet.generate_key().decode() * 2,
+        "MANYCHAT_CLIENT_ID": "my-client-id",
+        "MANYCHAT_CLIENT_SECRET": "my-client-secret",
+        "MANYCHAT_FERNET_KEYS": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
+    }
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, str(QUICKSTART / "manage.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_quickstart_site_passes_the_deploy_checks_and_migrates(tmp_path):
+    check = run_quickstart(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "no issues" in check.stdout
+    migrate = run_quickstart(tmp_path, "migrate", "--noinput")
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert "manychat_oauth" in migrate.stdout
+
+
+def test_quickstart_api_call_reads_the_connected_page(sandbox, user, user_client):
+    query = sandbox.consent(start_flow(user_client))
+    assert user_client.get("/manychat/callback/", query).status_code == 302
+    sys.path.insert(0, str(QUICKSTART))
+    try:
+        usage = importlib.import_module("mysite.manychat")
+    finally:
+        sys.path.remove(str(QUICKSTART))
+    expected = SandboxPage.objects.get()
+    info = usage.page_info(user, expected.page_id)
+    assert info["name"] == expected.name
+    assert str(info["id"]) == expected.page_id
+
+
+def test_quickstart_includes_the_tested_files():
+    quickstart = page("quickstart.md")
+    for snippet in (
+        "docs/examples/quickstart/mysite/settings.py:installed_apps",
+        "docs/examples/quickstart/mysite/settings.py:manychat",
+        "docs/examples/quickstart/mysite/urls.py:urls",
+        "docs/examples/quickstart/mysite/manychat.py:usage",
+    ):
+        assert f'--8<-- "{snippet}"' in quickstart
+
+
+def test_every_system_check_id_is_documented():
+    ids = set()
+    for path in PACKAGE.rglob("*.py"):
+        ids.update(re.findall(r"manychat_oauth\.[EW]\d{3}", path.read_text()))
+    assert ids, "no check ids found"
+    documented = set(re.findall(r"manychat_oauth\.[EW]\d{3}", page("checks.md")))
+    assert sorted(ids - documented) == []
+
+
+def test_every_setting_is_documented():
+    names = {f"MANYCHAT_OAUTH_{name}" for name, value in vars(Settings).items() if isinstance(value, property)}
+    assert len(names) >= 17
+    reference = page("settings.md")
+    assert sorted(name for name in names if f"`{name}`" not in reference) == []
+
+
+def test_every_management_command_is_documented():
+    commands = {path.stem for path in PACKAGE.rglob("management/commands/*.py") if path.stem != "__init__"}
+    assert "manychat_refresh_tokens" in commands
+    reference = page("commands.md")
+    assert sorted(name for name in commands if f"`{name}" not in reference) == []
+
+
+def test_every_signal_is_documented():
+    names = {name for name, value in vars(signals).items() if isinstance(value, Signal)}
+    assert len(names) >= 4
+    reference = page("signals.md")
+    assert sorted(name for name in names if f"`{name}`" not in reference) == []
+
+
+def stated_versions() -> tuple[set[str], set[str]]:
+    """(Python versions, Django versions) named by setup.cfg's classifiers."""
+    text = (ROOT / "setup.cfg").read_text()
+    pythons = set(re.findall(r"Programming Language :: Python :: (3\.\d+)", text))
+    djangos = set(re.findall(r"Framework :: Django :: (\d+\.\d+)", text))
+    return pythons, djangos
+
+
+def test_classifiers_state_exactly_the_nox_matrix():
+    matrix = re.findall(r'Target\(python="(3\.\d+)", django="Django>=(\d+\.\d+),<', (ROOT / "noxfile.py").read_text())
+    assert matrix, "no Target(...) found in noxfile.py"
+    assert stated_versions() == ({python for python, _ in matrix}, {django for _, django in matrix})
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/development.md"])
+def test_supported_versions_are_stated_as_in_the_classifiers(document):
+    text = (ROOT / document).read_text()
+    section = text[text.index("## Supported versions") :]
+    pythons, djangos = stated_versions()
+    for python in pythons:
+        assert f"Python {python}" in section
+    for django in djangos:
+        assert f"Django {django}" in section
