@@ -5,17 +5,26 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.fernet import Fernet
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.dispatch import Signal
 
 from manychat_oauth import signals
 from manychat_oauth.conf import Settings
-from manychat_oauth.sandbox.models import SandboxPage
+from manychat_oauth.exceptions import TokenDecryptionError
+from manychat_oauth.fields import derive_key
+from manychat_oauth.models import ManychatConnection
+from manychat_oauth.refresh import Outcome, refresh_connection
+from manychat_oauth.sandbox.faults import clear_faults
+from manychat_oauth.sandbox.models import SandboxFault, SandboxPage
 
 from .conftest import start_flow
 
@@ -62,8 +71,7 @@ def test_quickstart_site_passes_the_deploy_checks_and_migrates(tmp_path):
 
 
 def test_quickstart_api_call_reads_the_connected_page(sandbox, user, user_client):
-    query = sandbox.consent(start_flow(user_client))
-    assert user_client.get("/manychat/callback/", query).status_code == 302
+    connect(sandbox, user, user_client)
     sys.path.insert(0, str(QUICKSTART))
     try:
         usage = importlib.import_module("mysite.manychat")
@@ -75,15 +83,77 @@ def test_quickstart_api_call_reads_the_connected_page(sandbox, user, user_client
     assert str(info["id"]) == expected.page_id
 
 
-def test_quickstart_includes_the_tested_files():
-    quickstart = page("quickstart.md")
-    for snippet in (
-        "docs/examples/quickstart/mysite/settings.py:installed_apps",
-        "docs/examples/quickstart/mysite/settings.py:manychat",
-        "docs/examples/quickstart/mysite/urls.py:urls",
-        "docs/examples/quickstart/mysite/manychat.py:usage",
+def connect(sandbox, user, user_client) -> ManychatConnection:
+    query = sandbox.consent(start_flow(user_client))
+    assert user_client.get("/manychat/callback/", query).status_code == 302
+    return ManychatConnection.objects.get(user=user)
+
+
+def test_signals_example_mails_the_managers_when_a_refresh_token_is_refused(
+    sandbox, user, user_client, settings, mailoutbox
+):
+    settings.MANAGERS = [("Ops", "ops@example.com")]
+    connection = connect(sandbox, user, user_client)
+    ManychatConnection.objects.filter(pk=connection.pk).update(refresh_token="sbx_rt_unknown-to-the-sandbox")
+    runpy.run_path(str(DOCS / "examples" / "signals_receiver.py"))
+    try:
+        result = refresh_connection(connection.pk, force=True)
+    finally:
+        signals.reauth_required.disconnect(sender=ManychatConnection, dispatch_uid="tell_the_managers")
+    assert result.outcome is Outcome.REAUTH_REQUIRED
+    (mail,) = mailoutbox
+    assert mail.to == ["ops@example.com"]
+    assert "alice must reconnect Sandbox Coffee Shop" in mail.body
+    assert connection.access_token not in mail.body
+
+
+def test_sandbox_faults_example_fails_the_endpoints_in_order(sandbox, settings):
+    runpy.run_path(str(DOCS / "examples" / "sandbox_faults.py"))
+    try:
+        assert SandboxFault.objects.count() == 5
+        # Only the quick ones are played here; the latency faults are left unused.
+        answers = [requests.post(f"{sandbox.base}/oauth/token", data={}, timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [503, 503, 429]
+        assert answers[2].headers["Retry-After"] == "120"
+        info = requests.get(f"{sandbox.base}/fb/page/getInfo", timeout=10)
+        assert info.status_code == 502
+        assert info.text == "<html>Bad gateway</html>"
+    finally:
+        clear_faults()
+
+
+# --8<-- [start:check_test]
+def test_missing_client_id_fails_the_checks(settings):
+    settings.MANYCHAT_OAUTH_CLIENT_ID = None
+    with pytest.raises(SystemCheckError, match="manychat_oauth.E001"):
+        call_command("check")
+
+
+# --8<-- [end:check_test]
+
+
+def test_moving_from_derived_keys_keeps_stored_tokens_readable(user, settings):
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = None
+    connection = ManychatConnection.objects.create(user=user, page_id="7", access_token="written-with-derived-key")
+    new_key = Fernet.generate_key().decode()
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [new_key, derive_key(settings.SECRET_KEY).decode()]
+    assert ManychatConnection.objects.get(pk=connection.pk).access_token == "written-with-derived-key"
+    settings.MANYCHAT_OAUTH_FERNET_KEYS = [new_key]
+    with pytest.raises(TokenDecryptionError, match="Could not decrypt"):
+        ManychatConnection.objects.get(pk=connection.pk)
+
+
+def test_pages_include_the_tested_files():
+    for name, snippet in (
+        ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:installed_apps"),
+        ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:manychat"),
+        ("quickstart.md", "docs/examples/quickstart/mysite/urls.py:urls"),
+        ("quickstart.md", "docs/examples/quickstart/mysite/manychat.py:usage"),
+        ("signals.md", "docs/examples/signals_receiver.py:receiver"),
+        ("sandbox.md", "docs/examples/sandbox_faults.py:faults"),
+        ("checks.md", "tests/test_docs.py:check_test"),
     ):
-        assert f'--8<-- "{snippet}"' in quickstart
+        assert f'--8<-- "{snippet}"' in page(name)
 
 
 def test_every_system_check_id_is_documented():
