@@ -89,21 +89,18 @@ def connect(sandbox, user, user_client) -> ManychatConnection:
     return ManychatConnection.objects.get(user=user)
 
 
-def test_signals_example_mails_the_managers_when_a_refresh_token_is_refused(
-    sandbox, user, user_client, settings, mailoutbox
-):
-    settings.MANAGERS = [("Ops", "ops@example.com")]
+def test_signals_example_mails_the_user_when_a_refresh_token_is_refused(sandbox, user, user_client, mailoutbox):
     connection = connect(sandbox, user, user_client)
     ManychatConnection.objects.filter(pk=connection.pk).update(refresh_token="sbx_rt_unknown-to-the-sandbox")
     runpy.run_path(str(DOCS / "examples" / "signals_receiver.py"))
     try:
         result = refresh_connection(connection.pk, force=True)
     finally:
-        signals.reauth_required.disconnect(sender=ManychatConnection, dispatch_uid="tell_the_managers")
+        signals.reauth_required.disconnect(sender=ManychatConnection, dispatch_uid="ask_the_user_to_reconnect")
     assert result.outcome is Outcome.REAUTH_REQUIRED
     (mail,) = mailoutbox
-    assert mail.to == ["ops@example.com"]
-    assert "alice must reconnect Sandbox Coffee Shop" in mail.body
+    assert mail.to == ["alice@example.com"]
+    assert "our access to Sandbox Coffee Shop" in mail.body
     assert connection.access_token not in mail.body
 
 
