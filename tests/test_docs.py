@@ -92,7 +92,9 @@ def connect(sandbox, user, user_client) -> ManychatConnection:
 def test_signals_example_mails_the_user_when_a_refresh_token_is_refused(sandbox, user, user_client, mailoutbox):
     connection = connect(sandbox, user, user_client)
     ManychatConnection.objects.filter(pk=connection.pk).update(refresh_token="sbx_rt_unknown-to-the-sandbox")
-    runpy.run_path(str(DOCS / "examples" / "signals_receiver.py"))
+    # Keep the module's namespace: receivers are weak references, as in a real
+    # project where the module stays imported.
+    example = runpy.run_path(str(DOCS / "examples" / "signals_receiver.py"))
     try:
         result = refresh_connection(connection.pk, force=True)
     finally:
@@ -102,6 +104,7 @@ def test_signals_example_mails_the_user_when_a_refresh_token_is_refused(sandbox,
     assert mail.to == ["alice@example.com"]
     assert "our access to Sandbox Coffee Shop" in mail.body
     assert connection.access_token not in mail.body
+    assert example["ask_the_user_to_reconnect"].__name__ == "ask_the_user_to_reconnect"
 
 
 def test_sandbox_faults_example_fails_the_endpoints_in_order(sandbox, settings):
