@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 COVERAGE_MIN ?= 95
 
-.PHONY: demo test test-postgres test-browser test-celery lint typecheck migrations-check coverage bench clean
+.PHONY: demo test test-postgres test-browser test-celery lint typecheck migrations-check coverage bench nox package-check docs docs-serve clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.demo-installed: $(BIN)/activate setup.cfg pyproject.toml
 
 $(VENV)/.dev-installed: $(BIN)/activate setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+$(VENV)/.docs-installed: $(BIN)/activate setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e ".[docs]"
 	touch $@
 
 ## Run the demo on http://127.0.0.1:8000 (SQLite + the Manychat sandbox).
@@ -51,5 +55,22 @@ migrations-check: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/refresh_throughput.py
 
+## Version matrix (noxfile.py): Python 3.11 + Django 5.2 LTS, Python 3.12/3.13 + Django 6.1 where installed.
+## NOX_ARGS="-s tests-3.12" for one session.
+NOX_ARGS ?= -t tests
+nox: $(VENV)/.dev-installed
+	$(BIN)/nox $(NOX_ARGS)
+
+## Build sdist and wheel, twine check, install the wheel in a clean venv, `manage.py check` a throwaway project.
+package-check: $(VENV)/.dev-installed
+	PYTHON=$(BIN)/python BASE_PYTHON=$(PYTHON) scripts/check_package.sh
+
+## Documentation site (MkDocs), warnings are errors; output in site/.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .coverage htmlcov artifacts demo.sqlite3 tests/*.sqlite3
+	rm -rf $(VENV) .nox site build dist *.egg-info .coverage htmlcov artifacts demo.sqlite3 tests/*.sqlite3

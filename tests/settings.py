@@ -95,3 +95,7 @@ LOGGING = {
     "handlers": {"null": {"class": "logging.NullHandler"}},
     "loggers": {"manychat_oauth": {"handlers": ["null"], "level": "DEBUG"}},
 }
+
+# Django 6.1 configures email with MAILERS and deprecates the implicit default
+# mailer (RemovedInDjango2028Warning, an error here); Django 5.2 ignores it.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
