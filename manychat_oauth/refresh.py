@@ -508,7 +508,11 @@ def iter_due(
             return
         now = timezone.now()
         for row in chunk:
-            reason = "forced" if force or connection_ids is not None else due_reason(row, now=now, margin=margin)
+            reason = due_reason(row, now=now, margin=margin)
+            if reason is None and connection_ids is not None:
+                reason = "requested by id"
+            elif reason is None and force:
+                reason = "--all (not due yet)"
             if reason:
                 yield row, reason
         last_pk = chunk[-1].pk

@@ -204,3 +204,14 @@ def test_margin_option_widens_the_selection(sandbox, user):
 def test_bad_options_are_refused(db, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("manychat_refresh_tokens", *args, stdout=io.StringIO())
+
+
+def test_dry_run_with_all_or_ids_says_why_each_row_would_be_refreshed(sandbox, user):
+    fresh = make_connection(user, expires_in=86400)
+    expired = make_connection(user, expires_in=-5)
+    out = run("--dry-run", "--all")[1]
+    assert f"would refresh connection {fresh.pk}: --all (not due yet)" in out
+    assert f"would refresh connection {expired.pk}: expired" in out
+    out = run("--dry-run", "--connection", str(fresh.pk))[1]
+    assert f"would refresh connection {fresh.pk}: requested by id" in out
+    assert f"connection {expired.pk}" not in out
