@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import OperationalError, connections
+from django.db import OperationalError, connections, router
 from django.db.models import Q
 from django.utils import timezone
 
@@ -418,7 +418,7 @@ def get_access_token(connection: ManychatConnection) -> str:
             return _token_of(connection)
         if connection.next_attempt_at and connection.next_attempt_at > now:
             return _valid_or_raise(connection, "refresh is backing off after failures")
-        result = refresh_connection(connection.pk)
+        result = _refresh_committed(connection.pk)
         if result.outcome is Outcome.CONFIG_ERROR:
             raise InvalidClient(result.reason)
         connection.refresh_from_db()
@@ -434,6 +434,47 @@ def get_access_token(connection: ManychatConnection) -> str:
             continue  # decide again from the row as the other worker left it
         # Skipped for another reason: refreshed meanwhile, or nothing to refresh with.
         return _valid_or_raise(connection, "it cannot be refreshed")
+
+
+def _refresh_committed(pk: int) -> RefreshResult:
+    """``refresh_connection(pk)``, committed at once even inside the caller's transaction.
+
+    Inside ``transaction.atomic()`` (``ATOMIC_REQUESTS`` for one) the new
+    tokens would be committed with the caller's transaction, and lost if it
+    rolled back, while the provider has already rotated the refresh token. So
+    the refresh runs on its own database connection in a helper thread. If the
+    caller's transaction holds the row (``select_for_update``, an earlier
+    save), the helper gives up after ``lock_timeout`` and the refresh runs in
+    the caller's transaction after all. On SQLite an open transaction may hold
+    the database's write lock, so the refresh runs in it.
+    """
+    alias = router.db_for_write(ManychatConnection)
+    db = connections[alias]
+    if not db.in_atomic_block or db.vendor == "sqlite":
+        return refresh_connection(pk)
+    outcome: list[RefreshResult | Exception] = []
+
+    def refresh_in_own_transaction() -> None:
+        try:
+            if connections[alias].vendor == "postgresql":
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '2s'")
+            outcome.append(refresh_connection(pk))
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    helper = threading.Thread(target=refresh_in_own_transaction, name=f"manychat-refresh-{pk}")
+    helper.start()
+    helper.join()
+    result = outcome[0]
+    if isinstance(result, OperationalError):
+        logger.warning("Connection %s is locked by the caller's transaction; refreshing inside it.", pk)
+        return refresh_connection(pk)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def lazy_wait_seconds() -> float:

@@ -522,3 +522,71 @@ def test_results_and_messages_carry_no_secrets(sandbox, user):
         for secret in secrets_:
             assert secret not in text
     assert issue_tokens().refresh_token not in repr(connection)
+
+
+def test_a_row_that_cannot_be_decrypted_fails_alone_without_stalling_the_run(sandbox, user):
+    from django.db import connection as db
+
+    broken, *healthy = [make_connection(user) for _ in range(4)]
+    with db.cursor() as cursor:  # as if encrypted with a key that is no longer configured
+        cursor.execute(
+            f"UPDATE {ManychatConnection._meta.db_table} SET refresh_token = %s WHERE id = %s",
+            ["gAAAAABnot-a-token-we-can-read", broken.pk],
+        )
+    results = []
+    run = refresh_due_connections(concurrency=1, on_result=results.append)
+    assert (run.refreshed, run.failed) == (3, 1) and run.exit_code == 1
+    assert [(r.connection_id, r.error_code) for r in run.problems] == [(broken.pk, "internal_error")]
+    assert "gAAAA" not in repr(run.problems)
+    assert len(results) == 4
+    assert not ManychatConnection.objects.filter(refresh_lease_until__isnull=False).exists()
+    for row in healthy:
+        assert sandbox_token(row).parent is not None
+
+
+def test_a_failing_progress_callback_does_not_stall_the_run(sandbox, user):
+    for _ in range(3):
+        make_connection(user)
+
+    def explode(result):
+        raise RuntimeError("callback bug")
+
+    assert refresh_due_connections(concurrency=1, on_result=explode).refreshed == 3
+
+
+def test_get_access_token_without_a_refresh_token_raises_once_expired(sandbox, user):
+    connection = make_connection(user, expires_in=-10, refresh_token=None)
+    with pytest.raises(ProviderUnavailable, match="cannot be refreshed"):
+        connection.get_access_token()
+
+
+class Rollback(Exception):
+    pass
+
+
+def test_get_access_token_inside_a_rolled_back_transaction_keeps_the_rotated_token(sandbox, user):
+    from django.db import transaction
+
+    if db_connection.vendor == "sqlite":
+        pytest.skip("SQLite: an open transaction holds the write lock, so the refresh runs inside it (documented)")
+    connection = make_connection(user, expires_in=-10)
+    old = sandbox_token(connection)
+    with pytest.raises(Rollback), transaction.atomic():
+        token = connection.get_access_token()
+        raise Rollback
+    latest = SandboxToken.objects.get(parent=old)
+    assert token == latest.access_token
+    assert stored(connection)[:2] == (latest.access_token, latest.refresh_token)
+
+
+def test_get_access_token_inside_a_transaction_that_locked_the_row_refreshes_within_it(sandbox, user):
+    from django.db import transaction
+
+    if db_connection.vendor == "sqlite":
+        pytest.skip("SQLite: the sandbox shares the database file and would wait for this transaction's lock")
+    connection = make_connection(user, expires_in=-10)
+    old = sandbox_token(connection)
+    with transaction.atomic():
+        locked = ManychatConnection.objects.select_for_update().get(pk=connection.pk)
+        token = locked.get_access_token()
+    assert token == SandboxToken.objects.get(parent=old).access_token == stored(connection)[0]

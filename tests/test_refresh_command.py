@@ -215,3 +215,10 @@ def test_dry_run_with_all_or_ids_says_why_each_row_would_be_refreshed(sandbox, u
     out = run("--dry-run", "--connection", str(fresh.pk))[1]
     assert f"would refresh connection {fresh.pk}: requested by id" in out
     assert f"connection {expired.pk}" not in out
+
+
+def test_exit_2_when_the_token_url_is_not_absolute(sandbox, user, settings):
+    settings.MANYCHAT_OAUTH_TOKEN_URL = "manychat.com/oauth/token"
+    make_connection(user)
+    code, _, err = run()
+    assert code == 2 and "MANYCHAT_OAUTH_TOKEN_URL is not an absolute" in err
