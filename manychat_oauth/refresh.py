@@ -436,6 +436,10 @@ def get_access_token(connection: ManychatConnection) -> str:
         return _valid_or_raise(connection, "it cannot be refreshed")
 
 
+#: The helper thread could not see the row: it is not committed yet.
+_NOT_VISIBLE = object()
+
+
 def _refresh_committed(pk: int) -> RefreshResult:
     """``refresh_connection(pk)``, committed at once even inside the caller's transaction.
 
@@ -445,21 +449,26 @@ def _refresh_committed(pk: int) -> RefreshResult:
     the refresh runs on its own database connection in a helper thread. If the
     caller's transaction holds the row (``select_for_update``, an earlier
     save), the helper gives up after ``lock_timeout`` and the refresh runs in
-    the caller's transaction after all. On SQLite an open transaction may hold
-    the database's write lock, so the refresh runs in it.
+    the caller's transaction after all; so it does when the row is not
+    committed yet (created in the same transaction, or a ``TestCase`` test).
+    On SQLite an open transaction may hold the database's write lock, so the
+    refresh runs in it.
     """
     alias = router.db_for_write(ManychatConnection)
     db = connections[alias]
     if not db.in_atomic_block or db.vendor == "sqlite":
         return refresh_connection(pk)
-    outcome: list[RefreshResult | Exception] = []
+    outcome: list[object] = []
 
     def refresh_in_own_transaction() -> None:
         try:
             if connections[alias].vendor == "postgresql":
                 with connections[alias].cursor() as cursor:
                     cursor.execute("SET lock_timeout = '2s'")
-            outcome.append(refresh_connection(pk))
+            if ManychatConnection.objects.filter(pk=pk).exists():
+                outcome.append(refresh_connection(pk))
+            else:
+                outcome.append(_NOT_VISIBLE)
         except Exception as exc:
             outcome.append(exc)
         finally:
@@ -469,11 +478,14 @@ def _refresh_committed(pk: int) -> RefreshResult:
     helper.start()
     helper.join()
     result = outcome[0]
+    if result is _NOT_VISIBLE:
+        return refresh_connection(pk)
     if isinstance(result, OperationalError):
         logger.warning("Connection %s is locked by the caller's transaction; refreshing inside it.", pk)
         return refresh_connection(pk)
     if isinstance(result, Exception):
         raise result
+    assert isinstance(result, RefreshResult)
     return result
 
 

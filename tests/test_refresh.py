@@ -590,3 +590,15 @@ def test_get_access_token_inside_a_transaction_that_locked_the_row_refreshes_wit
         locked = ManychatConnection.objects.select_for_update().get(pk=connection.pk)
         token = locked.get_access_token()
     assert token == SandboxToken.objects.get(parent=old).access_token == stored(connection)[0]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_get_access_token_on_a_row_not_yet_committed_refreshes_in_the_callers_transaction(user, settings):
+    settings.MANYCHAT_OAUTH_TOKEN_URL = "http://127.0.0.1:9/oauth/token"  # refused at once
+    connection = make_connection(user, expires_in=-10)  # inside the test's transaction
+    started = time.monotonic()
+    with pytest.raises(ProviderUnavailable, match="connection_error"):
+        connection.get_access_token()
+    assert time.monotonic() - started < 2  # no waiting on a lease nobody holds
+    connection.refresh_from_db()
+    assert connection.consecutive_failures == 1 and connection.last_error.startswith("connection_error")
