@@ -47,11 +47,12 @@ def test_default_run_refreshes_only_due_connections_and_exits_0(sandbox, user):
 
 
 def test_progress_is_drawn_on_a_terminal(sandbox, user):
-    for _ in range(3):
+    for _ in range(12):
         make_connection(user)
-    code, _, err = run("--concurrency", "2", stderr=Terminal())
+    code, _, err = run("--concurrency", "4", stderr=Terminal())
     assert code == 0
-    assert "\r3 processed" in err and "refreshed=3" in err
+    assert "\r10 processed  refreshed=10" in err
+    assert err.endswith("\r12 processed  refreshed=12\n")
 
 
 def test_dry_run_lists_what_would_be_refreshed_and_why_and_changes_nothing(sandbox, user):
