@@ -82,7 +82,7 @@ if os.environ.get("MANYCHAT_TEST_SANDBOX_URL"):
 
 MANYCHAT_OAUTH_CLIENT_ID = "test-client"
 MANYCHAT_OAUTH_CLIENT_SECRET = "test-client-secret-5f2b9c"
-MANYCHAT_OAUTH_HTTP_TIMEOUT = 5
+MANYCHAT_OAUTH_HTTP_TIMEOUT = float(os.environ.get("MANYCHAT_TEST_HTTP_TIMEOUT", 5))
 
 LOGGING = {
     "version": 1,
