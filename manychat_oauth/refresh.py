@@ -16,11 +16,14 @@ that, and is a no-op on SQLite).
 After claiming, the worker re-reads the row: another worker may have refreshed
 it between our decision and our claim, and then we skip. The lease is longer
 than any refresh can take (several HTTP timeouts), and it expires on its own
-if a worker dies, so a crash never blocks a connection for long.
+if a worker dies, so a crash never blocks a connection for long. Lease times
+come from each worker's clock: hosts must keep their clocks within a few
+seconds of each other (NTP), far less than the lease.
 
 The outcome is written in one UPDATE that also releases the lease. A success
-is written whatever happened to the lease: the provider may already have
-rotated the refresh token, and the new one must never be lost.
+is written whatever happened to the lease (unless the user disconnected
+meanwhile): the provider may already have rotated the refresh token, and the
+new one must never be lost. Failures are written only by the lease owner.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections
+from django.db import OperationalError, connections, router
 from django.db.models import Q
 from django.utils import timezone
 
@@ -58,10 +61,16 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE = 60.0
 BACKOFF_MAX = 6 * 3600.0
+#: The longest ``Retry-After`` we honour.
+RETRY_AFTER_MAX = 24 * 3600.0
 #: A connection whose provider gave no expiry is refreshed this long after its last refresh.
 NO_EXPIRY_REFRESH_AFTER = dt.timedelta(days=1)
-#: How long a lazy ``get_access_token()`` waits for another worker's refresh.
-LAZY_WAIT_SECONDS = 15.0
+#: How often a lazy ``get_access_token()`` caller polls a refresh in flight elsewhere.
+LAZY_POLL_SECONDS = 0.05
+#: Why ``refresh_connection`` skipped a row whose lease another worker holds.
+LEASE_HELD = "another worker is refreshing it"
+#: Attempts to store refreshed tokens when the database fails (e.g. SQLite "database is locked").
+STORE_ATTEMPTS = 3
 #: Rows read per query when selecting due connections.
 CHUNK_SIZE = 500
 #: Fields needed to decide whether a row is due (no token is decrypted for that).
@@ -183,11 +192,16 @@ def due_reason(
 
 
 def backoff_delay(failures: int, retry_after: float | None = None) -> float:
-    """About one minute, doubling per failure up to six hours, with +/-20% jitter."""
-    delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, failures - 1))
-    delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+    """Seconds to wait after the ``failures``-th failure in a row.
+
+    About one minute, doubling per failure, with +/-20% jitter so that rows
+    that failed together do not retry together, never more than six hours.
+    A ``Retry-After`` sent by the provider is honoured (up to a day).
+    """
+    exponent = min(max(0, failures - 1), 32)  # 2**32 minutes is far past the cap
+    delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**exponent * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
     if retry_after is not None:
-        delay = max(delay, min(retry_after, 24 * 3600.0))
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
     return delay
 
 
@@ -217,14 +231,26 @@ def refresh_connection(
 
     ``not_refreshed_since``: with ``force``, skip a connection another worker
     refreshed at or after this moment (so concurrent ``--all`` runs do not
-    refresh the same row twice).
+    refresh the same row twice). When given a model instance, it is reloaded
+    from the database afterwards.
     """
     pk = connection if isinstance(connection, int) else connection.pk
+    result = _refresh_pk(pk, force=force, margin=margin, not_refreshed_since=not_refreshed_since)
+    if isinstance(connection, ManychatConnection) and result.outcome is not Outcome.SKIPPED:
+        connection.refresh_from_db()
+    return result
+
+
+def _refresh_pk(
+    pk: int, *, force: bool, margin: float | None, not_refreshed_since: dt.datetime | None
+) -> RefreshResult:
     owner = uuid.uuid4().hex
     if not _claim(pk, owner):
-        return RefreshResult(pk, Outcome.SKIPPED, "another worker is refreshing it")
+        return RefreshResult(pk, Outcome.SKIPPED, LEASE_HELD)
     released = False
     try:
+        # Re-read under the lease: another worker may have refreshed the row
+        # between our decision and our claim.
         current = ManychatConnection.objects.filter(pk=pk).first()
         if current is None:
             return RefreshResult(pk, Outcome.SKIPPED, "deleted")
@@ -275,27 +301,46 @@ def _refresh_claimed(current: ManychatConnection, owner: str) -> RefreshResult:
     except (ProviderUnavailable, InvalidTokenResponse, OAuthError) as exc:
         return _record_failure(current, owner, exc)
 
-    now = timezone.now()
-    # One write: new access token, new (or kept) refresh token, expiry, reset
-    # failures, release the lease. Unconditional on the lease on purpose.
-    ManychatConnection.objects.filter(pk=pk).update(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token or current.refresh_token,
-        token_type=tokens.token_type,
-        scope=tokens.scope or current.scope,
-        expires_at=tokens.expires_at,
-        last_refreshed_at=now,
-        consecutive_failures=0,
-        last_error="",
-        next_attempt_at=None,
-        refresh_lease_until=None,
-        refresh_lease_owner="",
-        updated_at=now,
-    )
+    _store_tokens(current, tokens)
     logger.info("Connection %s refreshed; new token expires in %ss.", pk, tokens.expires_in)
     if tokens_refreshed.receivers:
         tokens_refreshed.send(sender=ManychatConnection, connection=ManychatConnection.objects.get(pk=pk))
     return RefreshResult(pk, Outcome.REFRESHED)
+
+
+def _store_tokens(current: ManychatConnection, tokens: client.TokenResponse) -> None:
+    """One write: new access token, new (or kept) refresh token, expiry, failures reset, lease released.
+
+    Not conditional on the lease: the provider has rotated the refresh token,
+    and the only copy of the new one is in ``tokens``. A database hiccup here
+    is retried a few times before giving up (and logging loudly).
+    """
+    now = timezone.now()
+    values = {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token or current.refresh_token,
+        "token_type": tokens.token_type,
+        "scope": tokens.scope or current.scope,
+        "expires_at": tokens.expires_at,
+        "last_refreshed_at": now,
+        "consecutive_failures": 0,
+        "last_error": "",
+        "next_attempt_at": None,
+        "refresh_lease_until": None,
+        "refresh_lease_owner": "",
+        "updated_at": now,
+    }
+    # A user who disconnected meanwhile stays disconnected, without tokens.
+    rows = ManychatConnection.objects.filter(pk=current.pk).exclude(status=ManychatConnection.Status.DISCONNECTED)
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            rows.update(**values)
+            return
+        except OperationalError:
+            if attempt == STORE_ATTEMPTS:
+                logger.critical("Could not store the refreshed tokens of connection %s.", current.pk)
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def _record_reauth(current: ManychatConnection, owner: str, exc: ManychatOAuthError) -> RefreshResult:
@@ -354,36 +399,116 @@ class ConnectionNotActive(ManychatOAuthError):
 
 
 def get_access_token(connection: ManychatConnection) -> str:
-    """A valid access token for ``connection``, refreshing it first when due."""
-    if connection.status != ManychatConnection.Status.ACTIVE:
-        raise ConnectionNotActive(f"Connection {connection.pk} is {connection.status}; the user must connect again.")
-    if connection.auth_type != ManychatConnection.AuthType.OAUTH:
-        return _token_of(connection)
-    now = timezone.now()
-    if due_reason(connection, now=now, ignore_backoff=True) is None:
-        return _token_of(connection)
-    if connection.next_attempt_at and connection.next_attempt_at > now:
-        return _valid_or_raise(connection, "refresh is backing off after failures")
-    deadline = time.monotonic() + LAZY_WAIT_SECONDS
+    """A valid access token for ``connection``, refreshing it first when due.
+
+    When another worker is refreshing the connection right now, wait (up to
+    about one HTTP timeout) for its result instead of failing or refreshing
+    a second time.
+    """
+    deadline = time.monotonic() + lazy_wait_seconds()
     while True:
-        result = refresh_connection(connection.pk)
-        connection.refresh_from_db()
         if connection.status != ManychatConnection.Status.ACTIVE:
-            raise ConnectionNotActive(f"Connection {connection.pk} needs re-authorization.")
+            raise ConnectionNotActive(
+                f"Connection {connection.pk} is {connection.status}; the user must connect again."
+            )
+        if connection.auth_type != ManychatConnection.AuthType.OAUTH:
+            return _token_of(connection)
+        now = timezone.now()
+        if due_reason(connection, now=now, ignore_backoff=True) is None:
+            return _token_of(connection)
+        if connection.next_attempt_at and connection.next_attempt_at > now:
+            return _valid_or_raise(connection, "refresh is backing off after failures")
+        result = _refresh_committed(connection.pk)
         if result.outcome is Outcome.CONFIG_ERROR:
             raise InvalidClient(result.reason)
+        connection.refresh_from_db()
+        if result.outcome is Outcome.REAUTH_REQUIRED or connection.status != ManychatConnection.Status.ACTIVE:
+            continue  # raises ConnectionNotActive above
+        if result.outcome is Outcome.REFRESHED:
+            return _token_of(connection)
         if result.outcome is Outcome.FAILED:
             return _valid_or_raise(connection, result.error_code)
-        lease_held = result.outcome is Outcome.SKIPPED and connection.refresh_lease_until is not None
-        if not lease_held or time.monotonic() >= deadline:
-            return _valid_or_raise(connection, "another worker is still refreshing")
-        time.sleep(0.1)  # another worker holds the lease: wait for its result
+        if result.reason == LEASE_HELD:
+            if not _wait_for_lease(connection, deadline):
+                return _valid_or_raise(connection, "another worker is still refreshing")
+            continue  # decide again from the row as the other worker left it
+        # Skipped for another reason: refreshed meanwhile, or nothing to refresh with.
+        return _valid_or_raise(connection, "it cannot be refreshed")
+
+
+#: The helper thread could not see the row: it is not committed yet.
+_NOT_VISIBLE = object()
+
+
+def _refresh_committed(pk: int) -> RefreshResult:
+    """``refresh_connection(pk)``, committed at once even inside the caller's transaction.
+
+    Inside ``transaction.atomic()`` (``ATOMIC_REQUESTS`` for one) the new
+    tokens would be committed with the caller's transaction, and lost if it
+    rolled back, while the provider has already rotated the refresh token. So
+    the refresh runs on its own database connection in a helper thread. If the
+    caller's transaction holds the row (``select_for_update``, an earlier
+    save), the helper gives up after ``lock_timeout`` and the refresh runs in
+    the caller's transaction after all; so it does when the row is not
+    committed yet (created in the same transaction, or a ``TestCase`` test).
+    On SQLite an open transaction may hold the database's write lock, so the
+    refresh runs in it.
+    """
+    alias = router.db_for_write(ManychatConnection)
+    db = connections[alias]
+    if not db.in_atomic_block or db.vendor == "sqlite":
+        return refresh_connection(pk)
+    outcome: list[object] = []
+
+    def refresh_in_own_transaction() -> None:
+        try:
+            if connections[alias].vendor == "postgresql":
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '2s'")
+            if ManychatConnection.objects.filter(pk=pk).exists():
+                outcome.append(refresh_connection(pk))
+            else:
+                outcome.append(_NOT_VISIBLE)
+        except Exception as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    helper = threading.Thread(target=refresh_in_own_transaction, name=f"manychat-refresh-{pk}")
+    helper.start()
+    helper.join()
+    result = outcome[0]
+    if result is _NOT_VISIBLE:
+        return refresh_connection(pk)
+    if isinstance(result, OperationalError):
+        logger.warning("Connection %s is locked by the caller's transaction; refreshing inside it.", pk)
+        return refresh_connection(pk)
+    if isinstance(result, Exception):
+        raise result
+    assert isinstance(result, RefreshResult)
+    return result
+
+
+def lazy_wait_seconds() -> float:
+    """How long a lazy caller waits for another worker's refresh: one HTTP timeout and a bit."""
+    return app_settings.HTTP_TIMEOUT + 2.0
+
+
+def _wait_for_lease(connection: ManychatConnection, deadline: float) -> bool:
+    """Poll until the lease on ``connection`` is released (True) or ``deadline`` passes (False)."""
+    while time.monotonic() < deadline:
+        time.sleep(LAZY_POLL_SECONDS)
+        connection.refresh_from_db()
+        lease = connection.refresh_lease_until
+        if lease is None or lease < timezone.now():
+            return True
+    return False
 
 
 def _token_of(connection: ManychatConnection) -> str:
     if not connection.access_token:
         raise ConnectionNotActive(f"Connection {connection.pk} has no access token.")
-    return connection.access_token
+    return str(connection.access_token)
 
 
 def _valid_or_raise(connection: ManychatConnection, why: str) -> str:
@@ -436,10 +561,31 @@ def iter_due(
             return
         now = timezone.now()
         for row in chunk:
-            reason = "forced" if force or connection_ids is not None else due_reason(row, now=now, margin=margin)
+            reason = due_reason(row, now=now, margin=margin)
+            if reason is None and connection_ids is not None:
+                reason = "requested by id"
+            elif reason is None and force:
+                reason = "--all (not due yet)"
             if reason:
                 yield row, reason
         last_pk = chunk[-1].pk
+
+
+def configuration_problem() -> str | None:
+    """Why no refresh can succeed with the current settings, or ``None``."""
+    missing = [
+        name
+        for name, value in (
+            ("MANYCHAT_OAUTH_CLIENT_ID", app_settings.CLIENT_ID),
+            ("MANYCHAT_OAUTH_CLIENT_SECRET", app_settings.CLIENT_SECRET),
+        )
+        if not value
+    ]
+    if missing:
+        return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set."
+    if not app_settings.TOKEN_URL.startswith(("http://", "https://")):
+        return "MANYCHAT_OAUTH_TOKEN_URL is not an absolute http(s) URL."
+    return None
 
 
 def refresh_due_connections(
@@ -456,6 +602,10 @@ def refresh_due_connections(
     other refresh would fail the same way.
     """
     run = RefreshRun()
+    problem = configuration_problem()
+    if problem:
+        run.config_error = problem
+        return run
     started = timezone.now()
     explicit = connection_ids is not None
     work: queue.Queue[int | None] = queue.Queue(maxsize=max(1, concurrency) * 4)
@@ -469,14 +619,21 @@ def refresh_due_connections(
                     return
                 if stop.is_set():
                     continue
-                result = refresh_connection(
-                    pk, force=force or explicit, margin=margin, not_refreshed_since=started if force else None
-                )
+                try:
+                    result = refresh_connection(
+                        pk, force=force or explicit, margin=margin, not_refreshed_since=started if force else None
+                    )
+                except Exception as exc:  # a database error must not stall the run
+                    logger.exception("Unexpected error refreshing connection %s.", pk)
+                    result = RefreshResult(pk, Outcome.FAILED, type(exc).__name__, "internal_error")
                 run.add(result)
                 if result.outcome is Outcome.CONFIG_ERROR:
                     stop.set()
                 if on_result is not None:
-                    on_result(result)
+                    try:
+                        on_result(result)
+                    except Exception:
+                        logger.exception("The on_result callback failed.")
         finally:
             connections.close_all()
 
