@@ -149,8 +149,8 @@ def badge(state: Health) -> SafeString:
     colour, symbol = BADGE_STYLE[state]
     return format_html(
         '<span class="manychat-health manychat-health-{}" title="{}" style="display:inline-block;'
-        'white-space:nowrap;padding:1px 7px;border-radius:9px;color:#fff;background:{};font-weight:600">'
-        '<span aria-hidden="true">{}</span> {}</span>',
+        'padding:1px 7px;border-radius:9px;color:#fff;background:{};font-weight:600">'
+        '<span aria-hidden="true">{}</span>&nbsp;{}</span>',
         state.slug,
         state.help,
         colour,
@@ -218,7 +218,6 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
         "health_badge",
         "user",
         "page",
-        "auth_type",
         "expiry",
         "last_refreshed",
         "failures",
@@ -332,10 +331,12 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
 
     @admin.display(description=_("Page"), ordering="page_name")
     def page(self, obj: ManychatConnection) -> SafeString:
+        # Name, id and how it is connected in one cell, to leave room for the other columns.
         return format_html(
-            '{}<br><span class="quiet">{}</span>',
+            '{}<br><span class="quiet manychat-page-detail">{} · {}</span>',
             obj.page_name or _("unknown page"),
             obj.page_id or _("no page id"),
+            obj.get_auth_type_display(),
         )
 
     @admin.display(description=_("Health"))
@@ -362,7 +363,7 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
             )
         return timestamp(obj.expires_at, "", detailed=detailed)
 
-    @admin.display(description=_("Last refreshed"), ordering="last_refreshed_at")
+    @admin.display(description=_("Refreshed"), ordering="last_refreshed_at")
     def last_refreshed(self, obj: ManychatConnection) -> SafeString:
         return timestamp(obj.last_refreshed_at, _("never"))
 
@@ -392,9 +393,11 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
     @admin.display(description=_("Last error"), ordering="last_error")
     def short_last_error(self, obj: ManychatConnection) -> SafeString | str:
         error = obj.last_error
-        if len(error) <= ERROR_PREVIEW_LENGTH:
-            return error
-        return format_html('<span title="{}">{}…</span>', error, error[: ERROR_PREVIEW_LENGTH - 1])
+        if not error:
+            return ""
+        # The cell shows a few lines (clamped in CSS); the whole message is on hover.
+        preview = error if len(error) <= ERROR_PREVIEW_LENGTH else f"{error[: ERROR_PREVIEW_LENGTH - 1]}…"
+        return format_html('<span class="manychat-error" title="{}">{}</span>', error, preview)
 
     @admin.display(description=_("Access token"))
     def access_token_state(self, obj: ManychatConnection) -> StrOrPromise:

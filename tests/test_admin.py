@@ -193,12 +193,16 @@ def test_changelist_row_shows_badge_text_relative_expiry_failures_and_short_erro
     make(user, Health.BACKOFF)
     content = admin_client.get(CHANGELIST).content.decode()
     for state in (Health.EXPIRING, Health.EXPIRED, Health.BACKOFF):
-        assert f"</span> {state.label}</span>" in content  # the badge reads without colour
+        assert f"</span>&nbsp;{state.label}</span>" in content  # the badge reads without colour
     assert "in 12 min" in content
     assert "expired 3 h ago" in content
-    assert "http_503: The authorization server answered HTTP 503 Servic…" in content
+    error = "http_503: The authorization server answered HTTP 503 Service Unavailable, try later."
+    assert f'title="{error}">http_503: The authorization server answered HTTP 503 Servic…</span>' in content
     assert '<td class="field-failures">2</td>' in content
     assert "10 min ago" in content  # last refreshed
+    backoff = ManychatConnection.objects.get(last_error=error)
+    assert f"{backoff.page_name}<br>" in content and f"{backoff.page_id} · OAuth</span>" in content  # one cell
+    assert ">Refreshed</a>" in content and "field-auth_type" not in content
 
 
 def test_summary_counts_every_state_in_one_query(admin_client, django_user_model):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,13 @@ LAUNCH_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "browser"
 PAGE_NAME = "Sandbox Coffee Shop"
 CHANGELIST = "/admin/manychat_oauth/manychatconnection/"
+
+
+def expect(target: Any) -> Any:
+    """Playwright's auto-retrying assertions (imported late: without Playwright the tests skip)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
 
 
 def skip_or_fail(reason: str) -> None:
@@ -89,20 +97,21 @@ def log_in(page, username: str = "alice", password: str = "pw-alice") -> None:
     with page.expect_response(lambda r: r.url.endswith("/manychat/connections/")) as landed:
         page.get_by_role("button", name="Log in").click()
     assert landed.value.status == 200
-    assert page.get_by_role("heading", name="Your Manychat connections").is_visible()
+    expect(page.get_by_role("heading", name="Your Manychat connections")).to_be_visible()
 
 
 def go_to_consent(page) -> None:
     page.get_by_role("button", name="Connect with Manychat").click()
     page.wait_for_url("**/sandbox/manychat/oauth/authorize?**")
-    assert page.get_by_role("heading", name="Authorize access").is_visible()
-    assert page.get_by_label(PAGE_NAME).is_checked()
+    expect(page.get_by_role("heading", name="Authorize access")).to_be_visible()
+    expect(page.get_by_label(PAGE_NAME)).to_be_checked()
 
 
 def approve(page) -> None:
     with page.expect_response(lambda r: r.url.endswith("/manychat/connections/")) as landed:
         page.get_by_role("button", name="Approve").click()
     assert landed.value.status == 200
+    expect(page.get_by_role("heading", name="Your Manychat connections")).to_be_visible()
 
 
 def assert_no_secrets(html: str, *connections: ManychatConnection) -> None:
@@ -116,15 +125,15 @@ def assert_no_secrets(html: str, *connections: ManychatConnection) -> None:
 
 def test_connect_and_approve_shows_the_connection_active_with_its_page_name(page, user):
     log_in(page)
-    assert page.get_by_text("You have not connected a Manychat page yet.").is_visible()
+    expect(page.get_by_text("You have not connected a Manychat page yet.")).to_be_visible()
     go_to_consent(page)
     approve(page)
 
-    assert page.get_by_text(f"Connected to {PAGE_NAME}.").is_visible()
+    expect(page.get_by_text(f"Connected to {PAGE_NAME}.")).to_be_visible()
     row = page.locator("tbody tr", has_text=PAGE_NAME)
-    assert row.count() == 1
-    assert row.locator(".mc-status").inner_text() == "Active"
-    assert "Page 1000001" in row.inner_text()
+    expect(row).to_have_count(1)
+    expect(row.locator(".mc-status")).to_have_text("Active")
+    expect(row).to_contain_text("Page 1000001")
     connection = ManychatConnection.objects.get(user=user)
     assert (connection.status, connection.page_name) == ("active", PAGE_NAME)
     assert connection.access_token and connection.refresh_token
@@ -138,11 +147,12 @@ def test_deny_shows_a_friendly_message_and_saves_no_connection(page, user):
         page.get_by_role("button", name="Deny").click()
 
     assert answered.value.status == 200
-    assert page.get_by_role("heading", name="Connection cancelled").is_visible()
-    assert page.get_by_text("You chose not to connect your Manychat account. Nothing was changed.").is_visible()
-    assert page.get_by_role("link", name="Try again").is_visible()
+    expect(page.get_by_role("heading", name="Connection cancelled")).to_be_visible()
+    expect(page.get_by_text("You chose not to connect your Manychat account. Nothing was changed.")).to_be_visible()
+    expect(page.get_by_role("link", name="Try again")).to_be_visible()
     back = page.get_by_role("link", name="Back to your connections")
-    assert back.is_visible() and back.get_attribute("href") == "/manychat/connections/"
+    expect(back).to_be_visible()
+    expect(back).to_have_attribute("href", "/manychat/connections/")
     assert "access_denied" not in page.inner_text("body")
     assert not ManychatConnection.objects.exists()
     assert_no_secrets(page.content())
@@ -158,13 +168,61 @@ def test_disconnect_removes_the_connection_and_forgets_its_tokens(page, user):
         page.locator("tbody tr", has_text=PAGE_NAME).get_by_role("button", name="Disconnect").click()
 
     assert landed.value.status == 200
-    assert page.get_by_text(f"Disconnected {PAGE_NAME}.").is_visible()
-    assert page.get_by_text("You have not connected a Manychat page yet.").is_visible()
-    assert page.locator("tbody tr").count() == 0
+    expect(page.get_by_text(f"Disconnected {PAGE_NAME}.")).to_be_visible()
+    expect(page.get_by_text("You have not connected a Manychat page yet.")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(0)
     assert_no_secrets(page.content(), connection)
     connection.refresh_from_db()
     assert connection.status == "disconnected"
     assert connection.access_token is None and connection.refresh_token is None
+
+
+def submit_api_key(page, key: str, status: int) -> None:
+    page.get_by_label("Page API key").fill(key)
+    with page.expect_response(lambda r: r.request.method == "POST" and "/manychat/api-key/" in r.url) as answered:
+        page.get_by_role("button", name="Verify and connect").click()
+    assert answered.value.status == status
+
+
+def test_connect_with_an_api_key_after_a_wrong_one_was_refused(page, user):
+    from manychat_oauth.sandbox import accounts
+
+    log_in(page)
+    page.get_by_role("link", name="Connect with a page API key").click()
+    page.wait_for_url("**/manychat/api-key/")
+    expect(page.get_by_role("heading", name="Connect with a page API key")).to_be_visible()
+
+    # A key of the right shape that Manychat (the sandbox) refuses: a clear error, nothing saved or echoed.
+    wrong = "1000001:wrongwrongwrong"
+    submit_api_key(page, wrong, 400)
+    expect(page.locator(".errorlist")).to_have_text(
+        "Manychat did not accept this API key. Check that you copied all of it and that it was not "
+        "revoked in Manychat (Settings → API)."
+    )
+    expect(page.get_by_label("Page API key")).to_have_value("")
+    html = page.content()
+    assert wrong not in html and "wrongwrongwrong" not in html
+    assert not ManychatConnection.objects.exists()
+
+    # The page's real key: verified with getInfo, saved, and the connection shows on the connections page.
+    sandbox_page = accounts.create_page("Harbour Bookshop", username="harbour_books")
+    key = accounts.create_api_key(sandbox_page).key
+    submit_api_key(page, key, 302)  # to the connections page
+    page.wait_for_url("**/manychat/connections/")
+    expect(page.get_by_text("Connected to Harbour Bookshop with its API key.")).to_be_visible()
+    row = page.locator("tbody tr", has_text="Harbour Bookshop")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(0)).to_contain_text(f"Page {sandbox_page.page_id}")
+    expect(row.locator("td").nth(1)).to_have_text("API key")
+    expect(row.locator(".mc-status")).to_have_text("Active")
+
+    connection = ManychatConnection.objects.get(user=user)
+    assert (connection.auth_type, connection.status) == ("api_key", "active")
+    assert (connection.page_id, connection.page_name) == (sandbox_page.page_id, "Harbour Bookshop")
+    assert connection.access_token == key
+    html = page.content()
+    assert key not in html and key.split(":", 1)[1] not in html
+    assert_no_secrets(html, connection)
 
 
 def stored_ciphertexts() -> list[str]:
@@ -191,9 +249,12 @@ def admin_row(page, page_name: str):
     return page.locator("#result_list tbody tr", has_text=page_name)
 
 
-def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_the_admin(page, user, django_user_model):
-    from playwright.sync_api import expect
+def badge_labels(badges) -> list[str]:
+    """The words of health badges, without the symbol (joined to them by a no-break space)."""
+    return [text.split("\xa0", 1)[1] for text in badges.all_inner_texts()]
 
+
+def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_the_admin(page, user, django_user_model):
     django_user_model.objects.create_superuser("root", "root@example.com", "pw-root")
     now = timezone.now()
     [due_pk] = make_connections(user, 1)  # expired a minute ago, tokens issued by the sandbox
@@ -220,7 +281,8 @@ def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_th
     everyone = [due, reauth, failing, healthy]
     ciphertexts = stored_ciphertexts()
 
-    page.set_viewport_size({"width": 1440, "height": 900})  # the admin's sidebar and eight columns need room
+    # The size of a laptop screen, with the admin's navigation sidebar open beside the filters.
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"/admin/login/?next={CHANGELIST}")
     page.get_by_label("Username").fill("root")
     page.get_by_label("Password").fill("pw-root")
@@ -231,19 +293,25 @@ def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_th
 
     # One badge per health state, most urgent first; the summary counts every state.
     rows = page.locator("#result_list tbody tr")
-    assert rows.count() == 4
-    badges = [text.split(" ", 1)[1] for text in rows.locator(".manychat-health").all_inner_texts()]
-    assert badges == ["Needs re-auth", "Expired", "Failing, backing off", "Healthy"]
-    assert admin_row(page, "Revoked Bakery").locator(".manychat-health-reauth").is_visible()
-    assert admin_row(page, due.page_name).locator(".manychat-health-expired").is_visible()
-    assert admin_row(page, "Flaky Florist").locator(".manychat-health-backoff").is_visible()
-    assert "http_503" in admin_row(page, "Flaky Florist").inner_text()
-    assert admin_row(page, "Steady Stationer").locator(".manychat-health-healthy").is_visible()
+    expect(rows).to_have_count(4)
+    assert badge_labels(rows.locator(".manychat-health")) == [
+        "Needs re-auth",
+        "Expired",
+        "Failing, backing off",
+        "Healthy",
+    ]
+    expect(admin_row(page, "Revoked Bakery").locator(".manychat-health-reauth")).to_be_visible()
+    expect(admin_row(page, due.page_name).locator(".manychat-health-expired")).to_be_visible()
+    expect(admin_row(page, "Flaky Florist").locator(".manychat-health-backoff")).to_be_visible()
+    expect(admin_row(page, "Steady Stationer").locator(".manychat-health-healthy")).to_be_visible()
+    expect(admin_row(page, "Steady Stationer").locator("td.field-page")).to_contain_text("3000003 · API key")
+    error = admin_row(page, "Flaky Florist").locator("td.field-short_last_error .manychat-error")
+    expect(error).to_contain_text("http_503")
+    expect(error).to_have_attribute("title", failing.last_error)  # the whole message on hover
     summary = page.get_by_role("navigation", name="Connections by health").locator("li")
-    counts = {
-        item.locator(".manychat-health").inner_text().split(" ", 1)[1]: item.locator(".count").inner_text()
-        for item in summary.all()
-    }
+    counts = dict(
+        zip(badge_labels(summary.locator(".manychat-health")), summary.locator(".count").all_inner_texts(), strict=True)
+    )
     assert counts == {
         "Needs re-auth": "1",
         "Expired": "1",
@@ -252,6 +320,15 @@ def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_th
         "Healthy": "1",
         "Disconnected": "0",
     }
+    # Every column fits beside the open sidebar and the filters: nothing is cut off or scrolled.
+    expect(page.locator("#nav-sidebar")).to_be_visible()
+    widths = page.locator("#changelist .results").evaluate(
+        "el => ({shown: el.clientWidth, needed: el.scrollWidth, table: el.querySelector('#result_list').scrollWidth})"
+    )
+    assert widths["needed"] <= widths["shown"] and widths["table"] <= widths["shown"], widths
+    last_header = page.locator("#result_list thead th").last
+    expect(last_header).to_have_text("Last error")
+    assert last_header.bounding_box()["x"] + last_header.bounding_box()["width"] <= 1280
     assert_no_secrets(page.content(), *everyone)
 
     # The health filter narrows the rows to that state.
@@ -260,12 +337,12 @@ def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_th
     assert by_health.get_by_role("link").all_inner_texts() == ["All", *counts]
     by_health.get_by_role("link", name="Needs re-auth", exact=True).click()
     page.wait_for_url("**?health=reauth")
-    assert rows.count() == 1
-    assert rows.first.locator(".manychat-health").inner_text().endswith("Needs re-auth")
-    assert "Revoked Bakery" in rows.first.inner_text()
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".manychat-health")).to_have_text("✖\xa0Needs re-auth")
+    expect(rows.first).to_contain_text("Revoked Bakery")
     by_health.get_by_role("link", name="All", exact=True).click()
     page.wait_for_url(f"**{CHANGELIST}?")
-    assert rows.count() == 4
+    expect(rows).to_have_count(4)
 
     # "Refresh tokens now" on the due row goes over HTTP to the sandbox.
     admin_row(page, due.page_name).locator("input.action-select").check()
@@ -274,11 +351,10 @@ def test_staff_sees_health_badges_filters_and_refreshes_a_due_connection_from_th
         page.get_by_role("button", name="Go").click()
     assert done.value.status == 200
     expect(page.locator("ul.messagelist li")).to_have_text(["Refresh tokens now: 1 refreshed."])
-    assert page.locator("ul.messagelist li.success").count() == 1
-    page.wait_for_load_state("load")
+    expect(page.locator("ul.messagelist li.success")).to_have_count(1)
     refreshed_row = admin_row(page, due.page_name)
-    assert refreshed_row.locator(".manychat-health").inner_text().endswith("Healthy")
-    assert refreshed_row.locator("td.field-last_refreshed").inner_text().endswith(" s ago")
+    expect(refreshed_row.locator(".manychat-health")).to_have_text("✔\xa0Healthy")
+    expect(refreshed_row.locator("td.field-last_refreshed")).to_have_text(re.compile(r"^\d+ s ago\s*$"))
 
     due.refresh_from_db()
     assert due.last_refreshed_at > old_refreshed_at and due.last_refreshed_at >= now
