@@ -79,8 +79,11 @@ class Command(BaseCommand):
                 )
             for check in checks.problems:
                 self.stdout.write(self.style.WARNING(f"connection {check.connection_id}: check {check.error_code}"))
-            style = self.style.SUCCESS if exit_code == 0 else self.style.WARNING
-            self.stdout.write(style(f"{run.summary()} {checks.summary()}"))
+            check_style = self.style.SUCCESS if checks.exit_code == 0 else self.style.WARNING
+            self.stdout.write(check_style(f"health checks: {checks.summary()}"))
+            # The refresh summary stays the last line, for scripts that read it.
+            style = self.style.SUCCESS if run.exit_code == 0 else self.style.WARNING
+            self.stdout.write(style(run.summary()))
         if run.config_error:
             self.stderr.write(
                 self.style.ERROR(
