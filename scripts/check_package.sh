@@ -145,6 +145,7 @@ LOGIN_URL = "/admin/login/"
 MANYCHAT_OAUTH_CLIENT_ID = "throwaway-client"
 MANYCHAT_OAUTH_CLIENT_SECRET = "throwaway-secret"
 MANYCHAT_OAUTH_FERNET_KEYS = [Fernet.generate_key().decode()]
+MANYCHAT_OAUTH_APP_INSTALL_SECRET = "throwaway-install-secret"
 EOF
 cat >"$work/site/throwaway/urls.py" <<'EOF'
 from django.contrib import admin
