@@ -180,6 +180,8 @@ def test_pages_include_the_tested_files():
     for name, snippet in (
         ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:installed_apps"),
         ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:manychat"),
+        ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:templates"),
+        ("quickstart.md", "docs/examples/quickstart/templates/registration/login.html"),
         ("quickstart.md", "docs/examples/quickstart/mysite/urls.py:urls"),
         ("quickstart.md", "docs/examples/quickstart/mysite/manychat.py:usage"),
         ("signals.md", "docs/examples/signals_receiver.py:receiver"),
