@@ -70,6 +70,39 @@ def test_quickstart_site_passes_the_deploy_checks_and_migrates(tmp_path):
     assert "manychat_oauth" in migrate.stdout
 
 
+QUICKSTART_VISIT = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+get_user_model().objects.create_user("alice", password="a long passphrase")
+browser = Client(HTTP_HOST="www.example.com")
+first = browser.get("/manychat/connections/", secure=True)
+login = first["Location"]
+form = browser.get(login, secure=True)
+logged_in = browser.post(login, {"username": "alice", "password": "a long passphrase"}, secure=True)
+page = browser.get(logged_in["Location"], secure=True)
+print("VISIT", first.status_code, login, form.status_code, logged_in.status_code, logged_in["Location"],
+      page.status_code, "Connect with Manychat" in page.content.decode())
+"""
+
+
+def test_quickstart_site_logs_a_visitor_in_and_shows_the_connect_button(tmp_path):
+    migrate = run_quickstart(tmp_path, "migrate", "--noinput")
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    visit = run_quickstart(tmp_path, "shell", "-c", QUICKSTART_VISIT)
+    assert visit.returncode == 0, visit.stdout + visit.stderr
+    (line,) = [line for line in visit.stdout.splitlines() if line.startswith("VISIT ")]
+    assert line.split()[1:] == [
+        "302",
+        "/accounts/login/?next=/manychat/connections/",
+        "200",
+        "302",
+        "/manychat/connections/",
+        "200",
+        "True",
+    ]
+
+
 def test_quickstart_api_call_reads_the_connected_page(sandbox, user, user_client):
     connect(sandbox, user, user_client)
     sys.path.insert(0, str(QUICKSTART))
@@ -147,6 +180,8 @@ def test_pages_include_the_tested_files():
     for name, snippet in (
         ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:installed_apps"),
         ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:manychat"),
+        ("quickstart.md", "docs/examples/quickstart/mysite/settings.py:templates"),
+        ("quickstart.md", "docs/examples/quickstart/templates/registration/login.html"),
         ("quickstart.md", "docs/examples/quickstart/mysite/urls.py:urls"),
         ("quickstart.md", "docs/examples/quickstart/mysite/manychat.py:usage"),
         ("signals.md", "docs/examples/signals_receiver.py:receiver"),
