@@ -604,7 +604,10 @@ def refresh_due_connections(
     run = RefreshRun()
     problem = configuration_problem()
     if problem:
-        run.config_error = problem
+        # A site without OAuth (API keys, App installs only) has nothing to
+        # refresh: only a misconfiguration that would fail real work counts.
+        if due_candidates(margin=margin, force=force, connection_ids=connection_ids).exists():
+            run.config_error = problem
         return run
     started = timezone.now()
     explicit = connection_ids is not None

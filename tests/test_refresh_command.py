@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from manychat_oauth.models import ManychatConnection
 from manychat_oauth.sandbox.models import SandboxToken
@@ -90,6 +91,16 @@ def test_dry_run_reports_a_configuration_error_with_exit_2(sandbox, user, settin
     assert code == 2
     assert "1 connection(s) would be refreshed" in out
     assert "MANYCHAT_OAUTH_CLIENT_ID is not set" in err
+
+
+def test_site_without_oauth_settings_and_no_oauth_connections_exits_0(user, settings):
+    settings.MANYCHAT_OAUTH_CLIENT_ID = None
+    settings.MANYCHAT_OAUTH_CLIENT_SECRET = None
+    ManychatConnection.objects.create(user=user, auth_type="api_key", page_id="7", access_token="7:k")
+    # The key connection was checked recently: nothing at all to do.
+    ManychatConnection.objects.update(last_checked_at=timezone.now())
+    assert run()[0] == 0
+    assert run("--dry-run")[0] == 0
 
 
 def test_json_output(sandbox, user):

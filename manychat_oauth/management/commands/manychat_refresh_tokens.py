@@ -95,8 +95,8 @@ class Command(BaseCommand):
             sys.exit(exit_code)
 
     def dry_run(self, selection: dict[str, Any], *, as_json: bool) -> None:
-        problem = configuration_problem()
         rows = [{"connection_id": row.pk, "reason": reason} for row, reason in iter_due(**selection)]
+        problem = configuration_problem() if rows else None
         if as_json:
             self.stdout.write(json.dumps({"dry_run": True, "would_refresh": rows, "config_error": problem}))
         else:
