@@ -71,22 +71,13 @@ else:
         }
     }
 
-# The race tests run `manychat_refresh_tokens` in subprocesses, which must use
-# the test process's database and live server: they pass both through these.
-if os.environ.get("MANYCHAT_TEST_DB_NAME"):
-    DATABASES["default"]["NAME"] = os.environ["MANYCHAT_TEST_DB_NAME"]
-if os.environ.get("MANYCHAT_TEST_SANDBOX_URL"):
-    _sandbox = os.environ["MANYCHAT_TEST_SANDBOX_URL"].rstrip("/")
-    MANYCHAT_OAUTH_AUTHORIZE_URL = f"{_sandbox}/oauth/authorize"
-    MANYCHAT_OAUTH_TOKEN_URL = f"{_sandbox}/oauth/token"
-    MANYCHAT_OAUTH_API_BASE_URL = _sandbox
-
 MANYCHAT_OAUTH_CLIENT_ID = "test-client"
 MANYCHAT_OAUTH_CLIENT_SECRET = "test-client-secret-5f2b9c"
 MANYCHAT_OAUTH_HTTP_TIMEOUT = float(os.environ.get("MANYCHAT_TEST_HTTP_TIMEOUT", 5))
 
 # Subprocesses started by tests (Celery workers, race workers, commands) reach
-# the test's own database and the sandbox served by its live_server.
+# the test process's database and the sandbox served by its live_server
+# through these variables.
 if os.environ.get("MANYCHAT_TEST_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["MANYCHAT_TEST_DB_NAME"]
 if os.environ.get("MANYCHAT_TEST_SANDBOX_URL"):
