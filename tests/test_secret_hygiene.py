@@ -142,7 +142,7 @@ def test_a_failed_code_exchange_leaks_nothing_even_when_the_provider_echoes_secr
     query = sandbox.consent(evidence.start(user_client))
     sandbox.fault("token", times=1, **fault(query))
     response = evidence.response(callback(user_client, query))
-    assert response.status_code == 400
+    assert response.status_code in (400, 502, 503)  # exact statuses: tests/test_fault_matrix.py
     assert not ManychatConnection.objects.exists()
     evidence.check()
 
@@ -188,7 +188,7 @@ def test_a_failed_get_info_after_connecting_leaks_nothing(sandbox, user_client, 
 def test_a_connection_refused_during_the_exchange_leaks_nothing(sandbox, user_client, evidence, settings):
     query = sandbox.consent(evidence.start(user_client))
     settings.MANYCHAT_OAUTH_TOKEN_URL = f"http://127.0.0.1:{closed_port()}/oauth/token"
-    assert evidence.response(callback(user_client, query)).status_code == 400
+    assert evidence.response(callback(user_client, query)).status_code == 502
     evidence.check()
 
 
