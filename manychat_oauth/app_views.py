@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render, resolve_url
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from . import api, services
@@ -33,6 +34,7 @@ def json_error(message: str, status: int) -> JsonResponse:
 
 @csrf_exempt
 @never_cache
+@sensitive_variables("secret", "given", "payload", "install_request")
 def app_install(request: HttpRequest) -> HttpResponse:
     """Manychat POSTs the App Key here right after a user installs the app.
 
@@ -88,9 +90,11 @@ class AppKeyForm(forms.Form):
         return key
 
 
+@sensitive_post_parameters("app_key")
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_variables("key")
 def connect_app_key(request: HttpRequest) -> HttpResponse:
     """GET: a form for an App Key Manychat showed the user. POST: verify it and save an App connection."""
     form = AppKeyForm(request.POST or None)

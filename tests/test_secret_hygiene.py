@@ -601,3 +601,45 @@ def test_reprs_of_results_forms_and_clients_hide_secrets(user):
     texts += [repr(ManychatClient(connection)), repr(CheckResult(connection.pk, True, "active"))]
     texts += [repr(RefreshResult(connection.pk, Outcome.FAILED, "x", "http_500")), repr(connection), str(connection)]
     assert_no_secrets(texts, {"API key": key})
+
+
+def error_reports(evidence: Evidence) -> list[str]:
+    """The 500 error reports (as mailed to ADMINS, and the HTML page) of the crashes logged so far."""
+    from django.views.debug import ExceptionReporter
+
+    crashes = [r for r in evidence.logs.records if r.name == "django.request" and r.levelname == "ERROR"]
+    reports = []
+    for record in crashes:
+        reporter = ExceptionReporter(getattr(record, "request", None), *record.exc_info, is_email=True)
+        reports += [reporter.get_traceback_text(), reporter.get_traceback_html()]
+    return reports
+
+
+def test_error_reports_of_crashes_in_key_flows_show_no_secret(sandbox, user, evidence, settings, fresh_rate_limit):
+    """A site's receiver crashes while a key is saved: the error reports show no key, App Key or install secret."""
+    from manychat_oauth.sandbox.app_store import create_install, install_app
+    from manychat_oauth.signals import connection_connected
+
+    def crash(**kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    settings.MANYCHAT_OAUTH_APP_INSTALL_SECRET = INSTALL_SECRET
+    evidence.extra["install secret"] = INSTALL_SECRET
+    browser = Client(raise_request_exception=False)
+    browser.force_login(user)
+    code = shown_link_code(browser)
+    connection_connected.connect(crash, dispatch_uid="t-crash-keys")
+    try:
+        assert post_key(browser, evidence, sandbox_key(sandbox_page())).status_code == 500
+        app_key = create_install(sandbox_page("4000006", "Hygiene Garage")).key
+        assert evidence.response(browser.post("/manychat/app/key/", {"app_key": app_key})).status_code == 500
+        url = f"{sandbox.server_url}/manychat/app/install/"
+        call = install_app(sandbox_page("4000005", "Hygiene Florist"), url=url, secret=INSTALL_SECRET, link_code=code)
+        assert call.status_code == 500
+    finally:
+        connection_connected.disconnect(dispatch_uid="t-crash-keys")
+    reports = error_reports(evidence)
+    assert len(reports) == 6 and all("receiver bug" in r for r in reports)
+    evidence.add(*reports)
+    evidence.check()
+    assert_no_secrets(reports, {"link code": code, "link code, no dash": code.replace("-", "")})
