@@ -643,3 +643,45 @@ def test_error_reports_of_crashes_in_key_flows_show_no_secret(sandbox, user, evi
     evidence.add(*reports)
     evidence.check()
     assert_no_secrets(reports, {"link code": code, "link code, no dash": code.replace("-", "")})
+
+
+def crash_report(connection_pk: int) -> list[str]:
+    """What Django mails for a site view that lets ``ManychatClient``'s error escape (this frame holds no secret)."""
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    try:
+        ManychatClient(ManychatConnection.objects.get(pk=connection_pk)).request("GET", "/fb/page/getInfo")
+    except ManychatOAuthError:
+        reporter = ExceptionReporter(None, *sys.exc_info(), is_email=True)
+        return [reporter.get_traceback_text(), reporter.get_traceback_html()]
+    raise AssertionError("the fault did not fail the call")
+
+
+def test_an_error_report_of_an_unhandled_api_error_in_a_site_view_shows_no_credential(sandbox, user, evidence):
+    """A site lets a ``ManychatAPIError`` from ``ManychatClient`` escape: the 500 report hides the credential."""
+    oauth = connect(sandbox, logged_in_client(user), evidence)
+    key = sandbox_key(sandbox_page())
+    app_key = SandboxAppInstall.objects.create(page=sandbox_page(), key="4000004:app" + "c" * 30).key
+    pks = [
+        oauth.pk,
+        services.save_connection(user, auth_type="api_key", access_token=key, page={"page_id": "4000004"})[0].pk,
+        services.save_connection(user, auth_type="app", access_token=app_key, page={"page_id": "4000005"})[0].pk,
+    ]
+    faults = [
+        {"status": 401, "body": {"status": "error", "message": "Wrong token"}},  # refreshed, retried, refused again
+        {"status": 400, "body": {"status": "error", "message": "Subscriber not found"}},
+        {"status": 503},
+    ]
+    for pk, fault in zip(pks, faults, strict=True):
+        sandbox.fault("getinfo", times=2, **fault)
+        evidence.add(*crash_report(pk))
+    assert len(evidence.items) >= 6 and "ManychatClient" in evidence.items[-1]
+    evidence.check()
+
+
+def logged_in_client(user: Any) -> Client:
+    browser = Client()
+    browser.force_login(user)
+    return browser
