@@ -101,3 +101,12 @@ def all_logs() -> Any:
     """Every log record from every logger at DEBUG, for secret-hygiene assertions."""
     with hygiene.capture_all_logs() as captured:
         yield captured
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Any:
+    """Every test starts with an empty cache: the per-user key attempt limit lives there."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

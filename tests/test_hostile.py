@@ -456,3 +456,17 @@ def test_the_install_endpoint_answers_other_methods_with_a_json_405(db, method):
     response = getattr(Client(), method)("/manychat/app/install/")
     assert response.status_code == 405 and response["Allow"] == "POST"
     assert json.loads(response.content)["status"] == "error"
+
+
+def test_the_app_key_form_shares_the_per_user_attempt_limit_with_the_api_key_form(sandbox, user):
+    from manychat_oauth.views import API_KEY_ATTEMPTS
+
+    cache.clear()
+    browser = logged_in(user)
+    statuses = [browser.post("/manychat/api-key/", {"api_key": "1:nope"}).status_code for _ in range(API_KEY_ATTEMPTS)]
+    assert set(statuses) == {400}
+    response = browser.post("/manychat/app/key/", {"app_key": "unknown-app-key-" + "z" * 20})
+    assert response.status_code == 429
+    assert b"Too many attempts" in response.content and b"zzzz" not in response.content
+    cache.clear()
+    assert browser.post("/manychat/app/key/", {"app_key": "unknown-app-key-" + "z" * 20}).status_code == 400
