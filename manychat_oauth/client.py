@@ -268,14 +268,17 @@ def _read_body(response: requests.Response, *, what: str, timeout: Any) -> None:
             if deadline is not None and time.monotonic() > deadline:
                 raise _read_timeout(what)
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()  # drops the connection: it is in an unknown state
         # A read that timed out or a connection dropped mid-body: the server
         # had the request, so it may have acted on it.
         timed_out = "ReadTimeout" in type(_root_cause(exc)).__name__ or "timed out" in str(exc)
         raise (_read_timeout(what) if timed_out else _broken(what)) from None
-    finally:
+    except BaseException:
         response.close()
+        raise
     response._content = bytes(body)
     response._content_consumed = True  # type: ignore[attr-defined]
+    response.close()  # the body was read in full: this only returns the connection to the pool
 
 
 def _broken(what: str) -> ProviderUnavailable:
