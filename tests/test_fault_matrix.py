@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from django.utils import timezone
 from manychat_oauth.models import ManychatConnection
 from manychat_oauth.sandbox.models import SandboxApiKey, SandboxPage
 
-from .conftest import Sandbox, start_flow
+from .conftest import Sandbox, closed_port, start_flow
 
 #: MANYCHAT_OAUTH_HTTP_TIMEOUT during these tests (seconds); the slow faults exceed it.
 TIMEOUT = 0.5
@@ -187,13 +186,6 @@ PARAMS = [pytest.param(row, id=row.id) for row in ROWS]
 KEPT_ACCESS = "kept-access-token-4d1f"
 KEPT_REFRESH = "kept-refresh-token-9a2e"
 PAGE_ID = "3000003"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: connecting to it is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def inject(sandbox: Sandbox, settings: Any, fault: Fault, endpoint: str) -> None:

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import secrets
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +38,7 @@ from manychat_oauth.sandbox.models import (
 )
 from manychat_oauth.views import SESSION_KEY
 
-from .conftest import Sandbox, start_flow
+from .conftest import Sandbox, closed_port, start_flow
 from .hygiene import CapturedLogs, assert_no_secrets
 
 CLIENT_SECRET = "test-client-secret-5f2b9c"  # tests/settings.py
@@ -110,13 +109,6 @@ def echo(query: dict[str, str], **payload: Any) -> dict[str, Any]:
         "code": query.get("code"),
         **payload,
     }
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: connecting to it is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- OAuth connect + callback --------------------------------------------------
