@@ -377,9 +377,11 @@ def test_key_rotation_output_and_logs_show_no_token_even_for_rows_it_cannot_read
     ManychatConnection.objects.create(user=user, page_id="1", access_token=AT, refresh_token=RT)
     settings.MANYCHAT_OAUTH_FERNET_KEYS = [new, old]
     out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as dry:
+        call_command("manychat_rotate_keys", "--dry-run", verbosity=3, stdout=out, stderr=err)
     with pytest.raises(CommandError) as excinfo:
-        call_command("manychat_rotate_keys", verbosity=3, stdout=out, stderr=err)
-    haystacks = [out.getvalue(), err.getvalue(), excinfo.value, *all_logs.texts()]
+        call_command("manychat_rotate_keys", "--batch-size", "1", verbosity=3, stdout=out, stderr=err)
+    haystacks = [out.getvalue(), err.getvalue(), dry.value, excinfo.value, *all_logs.texts()]
     assert "re-encrypted 1" in out.getvalue()
     assert_no_secrets(haystacks, {"access token": AT, "refresh token": RT, "unreadable token": AT + "-lost"})
     assert_no_secrets(haystacks, {"old key": old, "new key": new, "lost key": lost})
