@@ -95,6 +95,7 @@ class ManychatClient:
         """``GET /fb/page/getInfo``: the connected page's details."""
         return _checked_page_info(self.request("GET", GET_INFO_PATH))
 
+    @sensitive_variables("credential", "retry_with", "kwargs")
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call ``path`` (relative to ``MANYCHAT_OAUTH_API_BASE_URL``) and return the envelope's ``data``.
 
@@ -108,6 +109,7 @@ class ManychatClient:
             retry_with = self._after_refusal(credential, exc)
         return self._call(method, path, retry_with, **kwargs)
 
+    @sensitive_variables("credential", "kwargs")
     def _call(self, method: str, path: str, credential: str, **kwargs: Any) -> Any:
         """``call()``, counting App-uninstall signals (see ``health.record_uninstall_signal``)."""
         from . import health
@@ -120,6 +122,7 @@ class ManychatClient:
         health.clear_uninstall_signal(self.connection)
         return data
 
+    @sensitive_variables("refused", "fresh")
     def _after_refusal(self, refused: str, exc: ManychatAuthError) -> str:
         """The credential to retry with once, or raise ``exc``."""
         from . import health

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.views.decorators.debug import sensitive_variables
 
 from . import api, services
 from .conf import app_settings
@@ -183,6 +184,7 @@ def parse_install_request(payload: Any, header_token: str | None) -> InstallRequ
     )
 
 
+@sensitive_variables("normalized")
 def install(request: InstallRequest) -> tuple[ManychatConnection, bool]:
     """Verify the App Key with ``getInfo`` and save the connection for the code's user.
 

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render, resolve_url
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from . import api, services
@@ -20,6 +21,7 @@ from .app_install import AppInstallRefused, install, parse_install_request
 from .conf import app_settings
 from .exceptions import ManychatAPIError, ProviderUnavailable
 from .models import ManychatConnection
+from .views import API_KEY_ATTEMPTS, api_key_attempt_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ def json_error(message: str, status: int) -> JsonResponse:
 
 @csrf_exempt
 @never_cache
+@sensitive_variables("secret", "given", "payload", "install_request")
 def app_install(request: HttpRequest) -> HttpResponse:
     """Manychat POSTs the App Key here right after a user installs the app.
 
@@ -88,12 +91,21 @@ class AppKeyForm(forms.Form):
         return key
 
 
+@sensitive_post_parameters("app_key")
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
+@sensitive_variables("key")
 def connect_app_key(request: HttpRequest) -> HttpResponse:
     """GET: a form for an App Key Manychat showed the user. POST: verify it and save an App connection."""
     form = AppKeyForm(request.POST or None)
+    if request.method == "POST" and not api_key_attempt_allowed(request.user):
+        # The same per-user budget as the API-key form: neither may be used to try keys or hammer Manychat.
+        logger.warning("App Key attempts of user %s rate-limited.", request.user.pk)
+        error = f"Too many attempts: you can try {API_KEY_ATTEMPTS} keys a minute. Wait a minute, then try again."
+        return render(
+            request, "manychat_oauth/connect_app_key.html", {"form": AppKeyForm(), "error": error}, status=429
+        )
     if request.method == "POST" and form.is_valid():
         key = form.cleaned_data["app_key"]
         try:

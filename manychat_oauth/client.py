@@ -16,11 +16,13 @@ import logging
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
+import urllib3.exceptions
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"django-manychat-oauth/{__version__}"
 #: The shape of registered OAuth error codes; anything else is not repeated.
 ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Answers from the token endpoint and getInfo are a few hundred bytes.
+MAX_BODY_BYTES = 1024 * 1024
+BODY_READ_SIZE = 8192
 _local = threading.local()
 
 
@@ -200,18 +205,20 @@ def _is_error_code(value: str, sent_secrets: list[str]) -> bool:
 @sensitive_variables()
 def send(method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
     """Send one request with the configured timeout; network failures become
-    ``ProviderUnavailable``. ``what`` names the call in messages."""
-    kwargs.setdefault("timeout", app_settings.HTTP_TIMEOUT)
+    ``ProviderUnavailable``. ``what`` names the call in messages.
+
+    The timeout bounds connecting and each wait for the answer to start; the
+    whole body must then arrive within the timeout too, so a server that
+    trickles its body a byte at a time cannot hold a worker for ever.
+    """
+    timeout = kwargs.setdefault("timeout", app_settings.HTTP_TIMEOUT)
+    kwargs["stream"] = True
     try:
-        return get_session().request(method, url, **kwargs)
+        response = get_session().request(method, url, **kwargs)
     except requests.ConnectTimeout:
         raise ProviderUnavailable(f"Timed out connecting to the {what}.", code="connect_timeout") from None
     except requests.ReadTimeout:
-        raise ProviderUnavailable(
-            f"Timed out waiting for the {what} to answer; the request may have been processed.",
-            code="read_timeout",
-            ambiguous=True,
-        ) from None
+        raise _read_timeout(what) from None
     except requests.ConnectionError as exc:
         # A refused connection never reached the server; a dropped one may have.
         refused = "NewConnectionError" in type(_root_cause(exc)).__name__ or _is_refused(exc)
@@ -224,6 +231,58 @@ def send(method: str, url: str, *, what: str, **kwargs: Any) -> requests.Respons
         raise ProviderUnavailable(
             f"The request to the {what} failed ({type(exc).__name__}).", code="request_error"
         ) from None
+    _read_body(response, what=what, timeout=timeout)
+    return response
+
+
+def _read_timeout(what: str) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"Timed out waiting for the {what} to answer; the request may have been processed.",
+        code="read_timeout",
+        ambiguous=True,
+    )
+
+
+def _read_body(response: requests.Response, *, what: str, timeout: Any) -> None:
+    """Read the whole body into ``response.content`` within ``timeout`` (a total, not per read)."""
+    if response.raw is None or response._content_consumed:  # type: ignore[attr-defined]  # built in memory
+        return
+    seconds = max(timeout) if isinstance(timeout, tuple) else timeout
+    deadline = time.monotonic() + float(seconds) if seconds is not None else None
+    read = getattr(response.raw, "read1", None)  # urllib3 >= 2.3: return what has arrived
+    pieces = (
+        iter(lambda: read(BODY_READ_SIZE, decode_content=True), b"")
+        if read is not None
+        else response.iter_content(BODY_READ_SIZE)
+    )
+    body = bytearray()
+    try:
+        for piece in pieces:
+            body += piece
+            if len(body) > MAX_BODY_BYTES:
+                raise ProviderUnavailable(
+                    f"The {what} sent an answer larger than {MAX_BODY_BYTES} bytes.",
+                    code="response_too_large",
+                    ambiguous=True,
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise _read_timeout(what)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()  # drops the connection: it is in an unknown state
+        # A read that timed out or a connection dropped mid-body: the server
+        # had the request, so it may have acted on it.
+        timed_out = "ReadTimeout" in type(_root_cause(exc)).__name__ or "timed out" in str(exc)
+        raise (_read_timeout(what) if timed_out else _broken(what)) from None
+    except BaseException:
+        response.close()
+        raise
+    response._content = bytes(body)
+    response._content_consumed = True  # type: ignore[attr-defined]
+    response.close()  # the body was read in full: this only returns the connection to the pool
+
+
+def _broken(what: str) -> ProviderUnavailable:
+    return ProviderUnavailable(f"The connection to the {what} broke.", code="connection_error", ambiguous=True)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

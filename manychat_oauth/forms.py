@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.views.decorators.debug import sensitive_variables
 
 from . import api, services
 from .exceptions import ManychatAPIError, ManychatAuthError, ProviderUnavailable
@@ -43,6 +44,7 @@ class ApiKeyForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.page: dict[str, Any] = {}
 
+    @sensitive_variables("key")
     def clean_api_key(self) -> str:
         key: str = self.cleaned_data["api_key"]
         if not API_KEY_SHAPE.match(key):
@@ -54,6 +56,7 @@ class ApiKeyForm(forms.Form):
             )
         return key
 
+    @sensitive_variables("cleaned", "key")
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         key = cleaned.get("api_key")
@@ -61,6 +64,7 @@ class ApiKeyForm(forms.Form):
             self.page = self._verify(key)
         return cleaned
 
+    @sensitive_variables("key")
     def _verify(self, key: str) -> dict[str, Any]:
         try:
             return api.page_fields(api.get_page_info(key))
@@ -80,6 +84,7 @@ class ApiKeyForm(forms.Form):
             raise ValidationError(self._refusal(exc, key), code="refused") from None
 
     @staticmethod
+    @sensitive_variables("key")
     def _refusal(exc: ManychatAPIError, key: str) -> str:
         if exc.code == "invalid_response":
             return "Manychat's answer could not be understood, so the key was not saved. Try again later."

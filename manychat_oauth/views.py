@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import api, client, services
 from .app_install import link_code_for_session
 from .conf import app_settings
-from .exceptions import ManychatOAuthError, ProviderUnavailable
+from .exceptions import InvalidClient, InvalidTokenResponse, ManychatOAuthError, ProviderUnavailable
 from .forms import ApiKeyForm
 from .models import ManychatConnection
 
@@ -180,12 +180,26 @@ def callback(request: HttpRequest) -> HttpResponse:
         tokens = client.exchange_code(
             code, redirect_uri=flow.get("redirect_uri") or redirect_uri_for(request), code_verifier=flow.get("verifier")
         )
-    except ProviderUnavailable as exc:
+    except (ProviderUnavailable, InvalidTokenResponse) as exc:
+        # Manychat is down, slow or answered nonsense: a bad gateway, not a bad request.
         logger.warning("Code exchange failed: %s", exc.code)
         return error_page(
             request,
             "Manychat is not answering",
             "We could not reach Manychat to finish connecting. Please try again in a few minutes.",
+            status=502,
+        )
+    except InvalidClient as exc:
+        # This site's client id or secret was refused: nothing the user can fix.
+        logger.error(
+            "Code exchange refused the client credentials (%s): check MANYCHAT_OAUTH_CLIENT_ID/SECRET.", exc.code
+        )
+        return error_page(
+            request,
+            "Connecting with Manychat is not available",
+            "Manychat did not accept this site's own credentials: a problem with the site's setup, not with "
+            "your account. Please try again later, or connect with a page API key instead.",
+            status=503,
         )
     except ManychatOAuthError as exc:
         logger.warning("Code exchange failed: %s", exc.code)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,13 @@ def user_client(user: Any) -> Client:
     return client
 
 
+def closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def start_flow(client: Client, next_url: str | None = None) -> str:
     """POST to connect and return the authorize URL it redirects to."""
     response = client.post("/manychat/connect/", {"next": next_url} if next_url else {})
@@ -101,3 +109,12 @@ def all_logs() -> Any:
     """Every log record from every logger at DEBUG, for secret-hygiene assertions."""
     with hygiene.capture_all_logs() as captured:
         yield captured
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> Any:
+    """Every test starts with an empty cache: the per-user key attempt limit lives there."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

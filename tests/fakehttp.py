@@ -70,6 +70,7 @@ class FakeHTTP:
 
     def __call__(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         timeout = kwargs.pop("timeout", None)
+        kwargs.pop("stream", None)  # client.send() streams to bound the body's time; answers here are in memory
         self.sent.append(Sent(requests.Request(method, url, **kwargs).prepare(), timeout))
         answer = self.answers.pop(0)
         if isinstance(answer, BaseException):

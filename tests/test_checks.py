@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
@@ -122,3 +128,55 @@ def test_defaults_match_the_contract():
     assert app_settings.REDIRECT_URI is None
     assert app_settings.APP_INSTALL_SECRET is None
     assert app_settings.APP_INSTALL_URL is None
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: What each hint must name so that the reader knows the fix.
+DEPLOY_HINTS = {
+    "manychat_oauth.W001": "Set MANYCHAT_OAUTH_FERNET_KEYS to your own keys",
+    "manychat_oauth.W002": "serve it over https",
+    "manychat_oauth.W003": "remove it from INSTALLED_APPS and its URLs in production",
+    "manychat_oauth.W004": "use https endpoints",
+    "manychat_oauth.W005": "Set MANYCHAT_OAUTH_APP_INSTALL_SECRET",
+}
+
+
+def test_check_deploy_on_production_like_settings_lists_every_warning_with_its_hint():
+    """``manage.py check --deploy`` in a subprocess, as an operator runs it, on tests/settings_production.py."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings_production"}
+    env.pop("MANYCHAT_TEST_SANDBOX_URL", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # warnings only: deploys are not blocked
+    output = done.stdout + done.stderr
+    found = {}
+    for match in re.finditer(r"^\?: \((manychat_oauth\.\w+)\) (.+)\n\tHINT: (.+)$", output, re.MULTILINE):
+        found[match.group(1)] = match.group(3)
+    assert set(found) == set(DEPLOY_HINTS), output
+    for check_id, fix in DEPLOY_HINTS.items():
+        assert fix in found[check_id], (check_id, found[check_id])
+
+
+def declared_check_ids() -> set[str]:
+    source = (ROOT / "manychat_oauth" / "checks.py").read_text(encoding="utf-8")
+    return set(re.findall(r'id="(manychat_oauth\.[EW]\d{3})"', source))
+
+
+def readme_check_ids() -> set[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## System checks\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(manychat_oauth\.[EW]\d{3})` \|", section, re.MULTILINE))
+
+
+def test_the_readme_checks_table_lists_exactly_the_ids_in_checks_py():
+    declared = declared_check_ids()
+    assert len(declared) >= 12  # E001-E007, W001-W005
+    assert readme_check_ids() == declared

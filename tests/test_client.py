@@ -460,3 +460,37 @@ def test_an_error_code_that_repeats_what_we_sent_is_not_repeated(http, error, co
     assert excinfo.value.code == code
     if code == "http_400":
         assert error not in str(excinfo.value)
+
+
+def test_reading_the_body_within_the_deadline_keeps_the_connection_for_the_next_call():
+    """``send()`` streams the body to bound its time, and still returns the connection to the pool."""
+    import http.server
+    import threading
+
+    seen: set[tuple[str, int]] = set()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.add(self.client_address)
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        answers = [client.send("GET", url, what="test server").json() for _ in range(3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == [{"ok": True}] * 3
+    assert len(seen) == 1

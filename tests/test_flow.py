@@ -199,7 +199,7 @@ def test_missing_code_gives_400(user_client):
     ],
     ids=["500", "503", "not-json", "no-access-token", "timeout"],
 )
-def test_provider_failure_during_exchange_gives_400_and_keeps_stored_data(sandbox, user, user_client, settings, fault):
+def test_provider_failure_during_exchange_gives_502_and_keeps_stored_data(sandbox, user, user_client, settings, fault):
     existing = ManychatConnection.objects.create(
         user=user, page_id="1000001", page_name="Kept", access_token="kept-at", refresh_token="kept-rt"
     )
@@ -207,7 +207,7 @@ def test_provider_failure_during_exchange_gives_400_and_keeps_stored_data(sandbo
     query = sandbox.consent(start_flow(user_client))
     sandbox.fault("token", times=1, **fault)
     response = callback(user_client, query)
-    assert response.status_code == 400
+    assert response.status_code == 502
     assert b"Try again" in response.content
     existing.refresh_from_db()
     assert (existing.access_token, existing.refresh_token, existing.page_name) == ("kept-at", "kept-rt", "Kept")
@@ -228,10 +228,12 @@ def test_client_secret_basic_works_against_the_sandbox(sandbox, user, user_clien
     assert ManychatConnection.objects.filter(user=user).exists()
 
 
-def test_wrong_client_secret_gives_400(sandbox, user_client, settings):
+def test_wrong_client_secret_gives_503_without_blaming_the_user(sandbox, user_client, settings):
     query = sandbox.consent(start_flow(user_client))
     settings.MANYCHAT_SANDBOX_CLIENT_SECRET = "something-else"
-    assert callback(user_client, query).status_code == 400
+    response = callback(user_client, query)
+    assert response.status_code == 503
+    assert b"not with your account" in response.content
 
 
 def test_connect_without_oauth_configuration_explains_itself(user_client, settings):

@@ -1,17 +1,19 @@
 """Hostile input to every view: never a 500, never an open redirect, never another user's data.
 
 Property-based (hypothesis) over the callback's query string, the connect and
-disconnect POSTs and ``next``. Each example builds its own logged-in ``Client``
+disconnect POSTs, ``next``, the API-key form and the App install endpoint. Each example builds its own logged-in ``Client``
 and changes no shared state, so the function-scoped fixtures (user, database,
 sandbox) are safe to share between examples.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 from django.utils.encoding import iri_to_uri
 from django.utils.html import escape
@@ -259,8 +261,13 @@ def test_every_post_needs_a_valid_csrf_token(user, token, header):
     browser.get("/manychat/connect/")  # sets the CSRF cookie, like a real browser
     extra = {"HTTP_X_CSRFTOKEN": token} if header else {}
     data = {} if header else {"csrfmiddlewaretoken": token}
-    for url in ("/manychat/connect/", f"/manychat/connections/{connection.pk}/disconnect/"):
-        assert browser.post(url, data, **extra).status_code == 403
+    for url in (
+        "/manychat/connect/",
+        f"/manychat/connections/{connection.pk}/disconnect/",
+        "/manychat/api-key/",
+        "/manychat/app/key/",
+    ):
+        assert browser.post(url, {**data, "api_key": "1:abc", "app_key": "abc"}, **extra).status_code == 403
     connection.refresh_from_db()
     assert connection.status == "active"
 
@@ -281,6 +288,10 @@ VIEWS = [
     ("get", "/manychat/callback/?state=s&code=c"),
     ("get", "/manychat/connections/"),
     ("post", "/manychat/connections/1/disconnect/"),
+    ("get", "/manychat/api-key/"),
+    ("post", "/manychat/api-key/"),
+    ("get", "/manychat/app/key/"),
+    ("post", "/manychat/app/key/"),
 ]
 
 
@@ -303,6 +314,8 @@ def test_every_view_needs_login(db, method, url):
         ("post", "/manychat/connections/"),
         ("get", "/manychat/connections/1/disconnect/"),
         ("patch", "/manychat/connections/1/disconnect/"),
+        ("put", "/manychat/api-key/"),
+        ("delete", "/manychat/app/key/"),
     ],
 )
 def test_wrong_methods_give_405(user, method, url):
@@ -315,3 +328,145 @@ def test_a_hostile_error_parameter_cannot_forge_log_lines(user, all_logs):
     browser.get("/manychat/callback/", {"state": state, "error": "server_error\r\nCRITICAL forged line"})
     [record] = [r for r in all_logs.records if "Authorization server answered" in r.getMessage()]
     assert "\n" not in record.getMessage() and "\r" not in record.getMessage()
+
+
+# -- the API-key form ---------------------------------------------------------------
+
+well_shaped_key = st.builds(
+    lambda page, secret: f"{page}:{secret}",
+    st.text("0123456789", min_size=1, max_size=34),
+    st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=210),
+)
+api_key_values = st.one_of(
+    well_shaped_key,
+    st.text(max_size=300),
+    st.sampled_from(["", " ", "1:", ":abc", "1:abc\n", "１２３:abc", "1:abc:def", "1: abc", "<script>", "%00"]),
+)
+
+
+@FEW
+@given(
+    keys=st.lists(api_key_values, max_size=3),
+    extra=st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=3),
+    next_url=urlish,
+)
+@example(keys=["1:" + "a" * 200], extra={}, next_url="//evil.example")
+@example(keys=["1" * 33 + ":a"], extra={}, next_url="")
+@example(keys=["1:a", "2:b"], extra={"api_key[]": "x"}, next_url="")
+def test_any_api_key_post_gives_a_clear_page_and_saves_nothing(sandbox, user, keys, extra, next_url):
+    cache.clear()  # the per-user attempt limit would otherwise answer most examples
+    data: dict[str, Any] = {**extra, "api_key": keys, "next": next_url}
+    response = logged_in(user).post("/manychat/api-key/", data)
+    assert response.status_code in (400, 429), response.status_code
+    assert b"Page API key" in response.content
+    for key in keys:
+        if len(key.strip()) >= 8:
+            assert escape(key.strip()).encode() not in response.content
+    assert not ManychatConnection.objects.exists()
+
+
+# -- the App install endpoint ----------------------------------------------------------
+
+INSTALL_SECRET = "install-secret-hostile-5e8a21"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+install_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "app_token": st.one_of(st.text(max_size=60), json_values, st.just("{{app_token}}")),
+        "link_code": st.one_of(st.text(max_size=20), json_values, st.just("[[link_code]]")),
+        "page_id": st.one_of(st.text(max_size=70), st.integers(), json_values),
+        "app_id": st.one_of(st.text(max_size=70), json_values),
+        "app_version": st.one_of(st.text(max_size=40), json_values),
+    },
+)
+install_bodies = st.one_of(
+    install_fields.map(lambda d: json.dumps(d).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=80)
+
+
+@FUZZ
+@given(
+    body=install_bodies,
+    secret=st.one_of(st.just(INSTALL_SECRET), st.none(), header_text),
+    token_header=st.one_of(st.none(), header_text),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+    use_real_code=st.booleans(),
+)
+@example(
+    body=b"[" * 5000 + b"]" * 5000,
+    secret=INSTALL_SECRET,
+    token_header=None,
+    content_type="application/json",
+    use_real_code=False,
+)
+@example(
+    body=b'{"app_token": "x", "link_code": "ABCD-EFGH"}',
+    secret=INSTALL_SECRET,
+    token_header="y",
+    content_type="application/json",
+    use_real_code=False,
+)
+@example(
+    body=b"\xff\xfe{}", secret=INSTALL_SECRET, token_header=None, content_type="application/json", use_real_code=False
+)
+def test_any_install_request_gets_a_json_error_never_a_500(
+    sandbox, user, settings, body, secret, token_header, content_type, use_real_code
+):
+    from manychat_oauth.app_install import issue_link_code
+
+    settings.MANYCHAT_OAUTH_APP_INSTALL_SECRET = INSTALL_SECRET
+    if use_real_code:
+        code = issue_link_code(user).code
+        payload = json.loads(body) if body.startswith(b"{") and _is_json(body) else {}
+        if isinstance(payload, dict):
+            body = json.dumps({**payload, "link_code": code}).encode()
+    headers = {}
+    if secret is not None:
+        headers["X-Install-Secret"] = secret
+    if token_header is not None:
+        headers["X-App-Token"] = token_header
+    response = Client(raise_request_exception=False).post(
+        "/manychat/app/install/", body, content_type=content_type, headers=headers
+    )
+    assert 400 <= response.status_code < 500 or response.status_code in (502, 503), response.status_code
+    assert response["Content-Type"] == "application/json"
+    answer = json.loads(response.content)
+    assert answer["status"] == "error" and isinstance(answer["message"], str) and answer["message"]
+    assert not ManychatConnection.objects.exists()
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_the_install_endpoint_answers_other_methods_with_a_json_405(db, method):
+    response = getattr(Client(), method)("/manychat/app/install/")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert json.loads(response.content)["status"] == "error"
+
+
+def test_the_app_key_form_shares_the_per_user_attempt_limit_with_the_api_key_form(sandbox, user):
+    from manychat_oauth.views import API_KEY_ATTEMPTS
+
+    cache.clear()
+    browser = logged_in(user)
+    statuses = [browser.post("/manychat/api-key/", {"api_key": "1:nope"}).status_code for _ in range(API_KEY_ATTEMPTS)]
+    assert set(statuses) == {400}
+    response = browser.post("/manychat/app/key/", {"app_key": "unknown-app-key-" + "z" * 20})
+    assert response.status_code == 429
+    assert b"Too many attempts" in response.content and b"zzzz" not in response.content
+    cache.clear()
+    assert browser.post("/manychat/app/key/", {"app_key": "unknown-app-key-" + "z" * 20}).status_code == 400

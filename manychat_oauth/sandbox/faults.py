@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import F, Q
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 
 from .models import SandboxFault
 
@@ -20,6 +22,7 @@ def set_fault(
     retry_after: str = "",
     latency_ms: int = 0,
     latency_after: bool = False,
+    chunk_delay_ms: int = 0,
     times: int | None = None,
 ) -> SandboxFault:
     """Make ``endpoint`` fail (or slow down) for the next ``times`` requests."""
@@ -35,6 +38,7 @@ def set_fault(
         retry_after=retry_after,
         latency_ms=latency_ms,
         latency_after=latency_after,
+        chunk_delay_ms=chunk_delay_ms,
         remaining=times,
     )
 
@@ -43,13 +47,17 @@ def clear_faults() -> None:
     SandboxFault.objects.all().delete()
 
 
+#: Bytes per piece of a slow body.
+SLOW_CHUNK_BYTES = 16
+
+
 class FaultPlan:
-    """What a request must suffer: a response to send instead, and delays."""
+    """What a request must suffer: a response to send instead, delays, a slow body."""
 
     def __init__(self, fault: SandboxFault | None) -> None:
         self.fault = fault
 
-    def before(self) -> HttpResponse | None:
+    def before(self) -> HttpResponseBase | None:
         fault = self.fault
         if fault is None:
             return None
@@ -59,12 +67,36 @@ class FaultPlan:
             response = HttpResponse(fault.body, status=fault.status_code, content_type=fault.content_type)
             if fault.retry_after:
                 response["Retry-After"] = fault.retry_after
-            return response
+            return self.slowed(response)
         return None
 
     def after(self) -> None:
         if self.fault is not None and self.fault.latency_ms and self.fault.latency_after:
             time.sleep(self.fault.latency_ms / 1000)
+
+    def deliver(self, response: HttpResponse) -> HttpResponseBase:
+        """The endpoint's own answer, after any ``latency_after`` delay, slowed if asked."""
+        self.after()
+        return self.slowed(response)
+
+    def slowed(self, response: HttpResponse) -> HttpResponseBase:
+        """``response`` streamed in small pieces, each after ``chunk_delay_ms``."""
+        if self.fault is None or not self.fault.chunk_delay_ms:
+            return response
+        slow = StreamingHttpResponse(
+            _trickle(response.content, self.fault.chunk_delay_ms / 1000), status=response.status_code
+        )
+        for header, value in response.items():
+            slow[header] = value
+        return slow
+
+
+def _trickle(body: bytes, delay: float) -> Iterator[bytes]:
+    """The first piece at once (so the status line and headers go out), then a pause before each other piece."""
+    for start in range(0, len(body), SLOW_CHUNK_BYTES):
+        if start:
+            time.sleep(delay)
+        yield body[start : start + SLOW_CHUNK_BYTES]
 
 
 def take_fault(endpoint: str) -> FaultPlan:

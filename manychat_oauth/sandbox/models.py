@@ -114,6 +114,9 @@ class SandboxFault(models.Model):
     #: Sleep after handling the request instead of before (the work is done
     #: even if the client gives up: an "ambiguous" timeout).
     latency_after = models.BooleanField(default=False)
+    #: Send the body in small pieces with this pause between them (a slow
+    #: body: the status line, headers and first piece arrive at once).
+    chunk_delay_ms = models.PositiveIntegerField(default=0)
     #: How many more requests this fault applies to (None: until cleared).
     remaining = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlencode
 from django.conf import settings
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -56,7 +57,7 @@ def _redirect_with(redirect_uri: str, params: dict[str, str]) -> HttpResponseRed
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-def authorize(request: HttpRequest) -> HttpResponse:
+def authorize(request: HttpRequest) -> HttpResponseBase:
     """The consent page: choose a page, Approve or Deny."""
     plan = take_fault("authorize")
     faulted = plan.before()
@@ -126,7 +127,7 @@ def _client_credentials(request: HttpRequest) -> tuple[str, str]:
 @csrf_exempt
 @never_cache
 @require_POST
-def token(request: HttpRequest) -> HttpResponse:
+def token(request: HttpRequest) -> HttpResponseBase:
     """The token endpoint: authorization_code and refresh_token grants."""
     plan = take_fault("token")
     faulted = plan.before()
@@ -147,8 +148,7 @@ def token(request: HttpRequest) -> HttpResponse:
         response = _grant_refresh(request, client_id)
     else:
         response = oauth_error("unsupported_grant_type")
-    plan.after()
-    return response
+    return plan.deliver(response)
 
 
 def _grant_code(request: HttpRequest, client_id: str) -> HttpResponse:
@@ -231,7 +231,7 @@ def is_uninstalled_app_key(credential: str) -> bool:
 @csrf_exempt
 @never_cache
 @require_GET
-def get_info(request: HttpRequest) -> HttpResponse:
+def get_info(request: HttpRequest) -> HttpResponseBase:
     """``GET /fb/page/getInfo`` with ``Authorization: Bearer <token or API key>``."""
     plan = take_fault("getinfo")
     faulted = plan.before()
@@ -245,6 +245,4 @@ def get_info(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"status": "exception", "message": "Something went wrong"}, status=500)
     if page is None:
         return manychat_error("Wrong token", 401)
-    response = JsonResponse({"status": "success", "data": page.as_info()})
-    plan.after()
-    return response
+    return plan.deliver(JsonResponse({"status": "success", "data": page.as_info()}))
