@@ -430,7 +430,9 @@ class ManychatConnectionAdmin(ManychatConnectionAdminBase):
         outcomes: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         for pk in pks:
-            result = refresh.refresh_connection(pk, force=True)
+            # Committed on its own even under ATOMIC_REQUESTS: a rotated refresh
+            # token must not be lost if the request's transaction rolls back.
+            result = refresh.refresh_connection_committed(pk, force=True)
             outcomes[str(result.outcome)] += 1
             if result.outcome is refresh.Outcome.CONFIG_ERROR:
                 self.message_user(

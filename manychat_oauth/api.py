@@ -127,13 +127,14 @@ class ManychatClient:
         """The credential to retry with once, or raise ``exc``."""
         from . import health
         from .models import ManychatConnection
-        from .refresh import refresh_connection
+        from .refresh import refresh_connection_committed
 
         connection = self.connection
         if connection.auth_type != ManychatConnection.AuthType.OAUTH:
             health.record_refused_credential(connection, exc)
             raise exc
-        outcome = refresh_connection(connection, force=True).outcome
+        # Committed on its own, even inside the caller's transaction.
+        outcome = refresh_connection_committed(connection.pk, force=True).outcome
         connection.refresh_from_db()
         logger.info("Connection %s: Manychat refused the token; refresh %s.", connection.pk, outcome)
         # Another worker may have refreshed it meanwhile: any new token is worth one retry.

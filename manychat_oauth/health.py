@@ -53,9 +53,22 @@ def check_connection(connection: ManychatConnection) -> CheckResult:
     if connection.page_id and fields["page_id"] != connection.page_id:
         # The credential now belongs to another page: keep our page id.
         fields.pop("page_id")
+    elif not connection.page_id and _page_taken(connection, fields["page_id"]):
+        # Saved without page details (getInfo failed while connecting), and the
+        # user has another row for that page: leave the page id empty rather
+        # than break the one-row-per-page constraint.
+        fields.pop("page_id")
     _record(connection, last_checked_at=now, last_error="", **fields)
     clear_uninstall_signal(connection)
     return CheckResult(connection.pk, True, connection.status)
+
+
+def _page_taken(connection: ManychatConnection, page_id: str) -> bool:
+    return (
+        ManychatConnection.objects.filter(user_id=connection.user_id, page_id=page_id)
+        .exclude(pk=connection.pk)
+        .exists()
+    )
 
 
 def _mark_reauth(connection: ManychatConnection, exc: ManychatOAuthError) -> CheckResult:
@@ -64,21 +77,33 @@ def _mark_reauth(connection: ManychatConnection, exc: ManychatOAuthError) -> Che
         # engine decides about re-authorization.
         _record(connection, last_checked_at=timezone.now(), last_error=f"{exc.code}: token refused")
         return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
-    _record(
+    marked = _record(
         connection,
         status=ManychatConnection.Status.REAUTH_REQUIRED,
         last_checked_at=timezone.now(),
         last_error=f"{exc.code}: Manychat refused the key; connect the page again.",
     )
-    logger.warning("Connection %s: Manychat refused the key (%s).", connection.pk, exc.code)
-    reauth_required.send(sender=ManychatConnection, connection=connection)
+    if marked:
+        logger.warning("Connection %s: Manychat refused the key (%s).", connection.pk, exc.code)
+        reauth_required.send(sender=ManychatConnection, connection=connection)
     return CheckResult(connection.pk, False, connection.status, exc.code, str(exc))
 
 
-def _record(connection: ManychatConnection, **values: object) -> None:
-    for name, value in values.items():
-        setattr(connection, name, value)
-    connection.save(update_fields=[*values, "updated_at"])
+def _record(connection: ManychatConnection, **values: Any) -> bool:
+    """Write ``values`` unless the user connected again (or disconnected) since ``connection`` was read.
+
+    A check that started with the old credential says nothing about the new one.
+    """
+    updated = ManychatConnection.objects.filter(
+        pk=connection.pk, credentials_version=connection.credentials_version
+    ).update(**values, updated_at=timezone.now())
+    if updated:
+        for name, value in values.items():
+            setattr(connection, name, value)
+    else:
+        logger.info("Connection %s changed credentials during its check; the result was dropped.", connection.pk)
+        connection.refresh_from_db()
+    return bool(updated)
 
 
 # -- App uninstall detection --------------------------------------------------
@@ -104,10 +129,12 @@ def record_uninstall_signal(connection: ManychatConnection, exc: ProviderUnavail
     if connection.auth_type != ManychatConnection.AuthType.APP or exc.code != "api_exception":
         return False
     now = timezone.now()
-    rows = ManychatConnection.objects.filter(pk=connection.pk)
+    # Only the credential that was refused: not one the user installed since.
+    rows = ManychatConnection.objects.filter(pk=connection.pk, credentials_version=connection.credentials_version)
     # Two conditional UPDATEs, so that concurrent checks count every signal once.
     rows.filter(uninstall_suspected_at__isnull=True).update(uninstall_suspected_at=now)
-    rows.update(uninstall_signals=F("uninstall_signals") + 1, last_checked_at=now, updated_at=now)
+    if not rows.update(uninstall_signals=F("uninstall_signals") + 1, last_checked_at=now, updated_at=now):
+        return True  # installed again meanwhile: the signal was about the old key
     connection.refresh_from_db(fields=["uninstall_suspected_at", "uninstall_signals", "status"])
     since = connection.uninstall_suspected_at or now
     span = now - since

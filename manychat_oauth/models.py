@@ -69,6 +69,10 @@ class ManychatConnection(models.Model):
     # one worker at a time refreshes a connection (see refresh.py).
     refresh_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     refresh_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    # Bumped whenever the user connects again or disconnects: a refresh or a
+    # health check that started with the old credential must not overwrite
+    # the new one (or mark it broken) when it finishes.
+    credentials_version = models.PositiveIntegerField(default=0, editable=False)
 
     # App Store installs (auth_type "app").
     app_id = models.CharField(max_length=64, blank=True)

@@ -42,6 +42,7 @@ from typing import Any
 
 from django.db import OperationalError, connections, router
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from . import client
@@ -301,14 +302,30 @@ def _refresh_claimed(current: ManychatConnection, owner: str) -> RefreshResult:
     except (ProviderUnavailable, InvalidTokenResponse, OAuthError) as exc:
         return _record_failure(current, owner, exc)
 
-    _store_tokens(current, tokens)
+    if not _store_tokens(current, tokens):
+        logger.warning(
+            "Connection %s was connected again or disconnected during its refresh; the refreshed tokens were dropped.",
+            pk,
+        )
+        return RefreshResult(pk, Outcome.SKIPPED, "connected again or disconnected during the refresh")
     logger.info("Connection %s refreshed; new token expires in %ss.", pk, tokens.expires_in)
-    if tokens_refreshed.receivers:
-        tokens_refreshed.send(sender=ManychatConnection, connection=ManychatConnection.objects.get(pk=pk))
+    _send_robust(tokens_refreshed, "tokens_refreshed", pk)
     return RefreshResult(pk, Outcome.REFRESHED)
 
 
-def _store_tokens(current: ManychatConnection, tokens: client.TokenResponse) -> None:
+def _send_robust(signal: Signal, name: str, pk: int) -> None:
+    """Send ``signal`` for the stored row; a failing receiver cannot undo a recorded outcome."""
+    if not signal.receivers:
+        return
+    connection = ManychatConnection.objects.filter(pk=pk).first()
+    if connection is None:
+        return
+    for receiver, error in signal.send_robust(sender=ManychatConnection, connection=connection):
+        if isinstance(error, Exception):
+            logger.error("A %s receiver (%r) raised %s.", name, receiver, type(error).__name__)
+
+
+def _store_tokens(current: ManychatConnection, tokens: client.TokenResponse) -> bool:
     """One write: new access token, new (or kept) refresh token, expiry, failures reset, lease released.
 
     Not conditional on the lease: the provider has rotated the refresh token,
@@ -330,23 +347,28 @@ def _store_tokens(current: ManychatConnection, tokens: client.TokenResponse) -> 
         "refresh_lease_owner": "",
         "updated_at": now,
     }
-    # A user who disconnected meanwhile stays disconnected, without tokens.
-    rows = ManychatConnection.objects.filter(pk=current.pk).exclude(status=ManychatConnection.Status.DISCONNECTED)
+    # A user who disconnected meanwhile stays disconnected, without tokens; one
+    # who connected again keeps the new credential (the version changed).
+    rows = ManychatConnection.objects.filter(pk=current.pk, credentials_version=current.credentials_version).exclude(
+        status=ManychatConnection.Status.DISCONNECTED
+    )
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            rows.update(**values)
-            return
+            return bool(rows.update(**values))
         except OperationalError:
             if attempt == STORE_ATTEMPTS:
                 logger.critical("Could not store the refreshed tokens of connection %s.", current.pk)
                 raise
             time.sleep(0.2 * attempt)
+    return False  # not reached: the last attempt returns or raises
 
 
 def _record_reauth(current: ManychatConnection, owner: str, exc: ManychatOAuthError) -> RefreshResult:
     pk = current.pk
     now = timezone.now()
-    updated = ManychatConnection.objects.filter(pk=pk, refresh_lease_owner=owner).update(
+    updated = ManychatConnection.objects.filter(
+        pk=pk, refresh_lease_owner=owner, credentials_version=current.credentials_version
+    ).update(
         status=ManychatConnection.Status.REAUTH_REQUIRED,
         last_error=_short(f"{exc.code}: the provider refused the refresh token; the user must connect again."),
         next_attempt_at=None,
@@ -355,10 +377,11 @@ def _record_reauth(current: ManychatConnection, owner: str, exc: ManychatOAuthEr
         updated_at=now,
     )
     if not updated:
-        # We lost the lease (we were too slow): someone else owns the row now.
-        return RefreshResult(pk, Outcome.SKIPPED, "lease lost before recording invalid_grant", exc.code)
+        # We lost the lease (we were too slow), or the user connected again
+        # meanwhile: the refused token is not the one stored now.
+        return RefreshResult(pk, Outcome.SKIPPED, "lease lost or connected again before recording", exc.code)
     logger.warning("Connection %s needs re-authorization (%s).", pk, exc.code)
-    reauth_required.send(sender=ManychatConnection, connection=ManychatConnection.objects.get(pk=pk))
+    _send_robust(reauth_required, "reauth_required", pk)
     return RefreshResult(pk, Outcome.REAUTH_REQUIRED, str(exc), exc.code)
 
 
@@ -369,9 +392,13 @@ def _record_failure(current: ManychatConnection, owner: str, exc: ManychatOAuthE
     retry_after = getattr(exc, "retry_after", None)
     retry_at = now + dt.timedelta(seconds=backoff_delay(failures, retry_after))
     message = f"{exc.code}: {exc}"
-    if getattr(exc, "ambiguous", False):
+    # A read timeout, or a 2xx answer we cannot use: the provider may have
+    # rotated the refresh token already.
+    if getattr(exc, "ambiguous", False) or isinstance(exc, InvalidTokenResponse):
         message = f"{exc.code} (ambiguous: the provider may have processed the refresh)"
-    ManychatConnection.objects.filter(pk=pk, refresh_lease_owner=owner).update(
+    updated = ManychatConnection.objects.filter(
+        pk=pk, refresh_lease_owner=owner, credentials_version=current.credentials_version
+    ).update(
         consecutive_failures=failures,
         last_error=_short(message),
         next_attempt_at=retry_at,
@@ -379,6 +406,8 @@ def _record_failure(current: ManychatConnection, owner: str, exc: ManychatOAuthE
         refresh_lease_owner="",
         updated_at=now,
     )
+    if not updated:
+        return RefreshResult(pk, Outcome.SKIPPED, "lease lost or connected again before recording", exc.code)
     logger.warning(
         "Refresh of connection %s failed (%s); attempt %s, next at %s.", pk, exc.code, failures, retry_at.isoformat()
     )
@@ -418,7 +447,7 @@ def get_access_token(connection: ManychatConnection) -> str:
             return _token_of(connection)
         if connection.next_attempt_at and connection.next_attempt_at > now:
             return _valid_or_raise(connection, "refresh is backing off after failures")
-        result = _refresh_committed(connection.pk)
+        result = refresh_connection_committed(connection.pk)
         if result.outcome is Outcome.CONFIG_ERROR:
             raise InvalidClient(result.reason)
         connection.refresh_from_db()
@@ -440,8 +469,8 @@ def get_access_token(connection: ManychatConnection) -> str:
 _NOT_VISIBLE = object()
 
 
-def _refresh_committed(pk: int) -> RefreshResult:
-    """``refresh_connection(pk)``, committed at once even inside the caller's transaction.
+def refresh_connection_committed(pk: int, *, force: bool = False) -> RefreshResult:
+    """``refresh_connection(pk, force=force)``, committed at once even inside the caller's transaction.
 
     Inside ``transaction.atomic()`` (``ATOMIC_REQUESTS`` for one) the new
     tokens would be committed with the caller's transaction, and lost if it
@@ -457,7 +486,7 @@ def _refresh_committed(pk: int) -> RefreshResult:
     alias = router.db_for_write(ManychatConnection)
     db = connections[alias]
     if not db.in_atomic_block or db.vendor == "sqlite":
-        return refresh_connection(pk)
+        return refresh_connection(pk, force=force)
     outcome: list[object] = []
 
     def refresh_in_own_transaction() -> None:
@@ -466,7 +495,7 @@ def _refresh_committed(pk: int) -> RefreshResult:
                 with connections[alias].cursor() as cursor:
                     cursor.execute("SET lock_timeout = '2s'")
             if ManychatConnection.objects.filter(pk=pk).exists():
-                outcome.append(refresh_connection(pk))
+                outcome.append(refresh_connection(pk, force=force))
             else:
                 outcome.append(_NOT_VISIBLE)
         except Exception as exc:
@@ -479,10 +508,10 @@ def _refresh_committed(pk: int) -> RefreshResult:
     helper.join()
     result = outcome[0]
     if result is _NOT_VISIBLE:
-        return refresh_connection(pk)
+        return refresh_connection(pk, force=force)
     if isinstance(result, OperationalError):
         logger.warning("Connection %s is locked by the caller's transaction; refreshing inside it.", pk)
-        return refresh_connection(pk)
+        return refresh_connection(pk, force=force)
     if isinstance(result, Exception):
         raise result
     assert isinstance(result, RefreshResult)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -53,18 +54,22 @@ def save_connection(
         **(extra or {}),
     }
     page_id = values.get("page_id") or ""
+    # A new credential: work started with the old one must not overwrite it.
+    updated_values = {**values, "credentials_version": F("credentials_version") + 1}
     if page_id:
         try:
             with transaction.atomic():
                 connection, created = ManychatConnection.objects.update_or_create(
-                    user=user, page_id=page_id, defaults=values
+                    user=user, page_id=page_id, defaults=updated_values, create_defaults=values
                 )
         except IntegrityError:
             # Two requests connected the same page at once: the other one won
             # the insert, so update its row.
             connection, created = ManychatConnection.objects.update_or_create(
-                user=user, page_id=page_id, defaults=values
+                user=user, page_id=page_id, defaults=updated_values, create_defaults=values
             )
+        if not created:
+            connection.refresh_from_db(fields=["credentials_version"])
     else:
         connection = ManychatConnection.objects.create(user=user, **values)
         created = True
@@ -86,8 +91,18 @@ def disconnect(connection: ManychatConnection) -> None:
     connection.status = ManychatConnection.Status.DISCONNECTED
     connection.expires_at = None
     connection.next_attempt_at = None
+    connection.credentials_version = F("credentials_version") + 1
     connection.save(
-        update_fields=["access_token", "refresh_token", "status", "expires_at", "next_attempt_at", "updated_at"]
+        update_fields=[
+            "access_token",
+            "refresh_token",
+            "status",
+            "expires_at",
+            "next_attempt_at",
+            "credentials_version",
+            "updated_at",
+        ]
     )
+    connection.refresh_from_db(fields=["credentials_version"])
     logger.info("Connection %s disconnected.", connection.pk)
     connection_disconnected.send(sender=ManychatConnection, connection=connection)

@@ -19,9 +19,15 @@ from collections.abc import Iterable
 from celery import shared_task
 from django.utils import timezone
 
+from .health import check_due_connections
 from .refresh import iter_due, refresh_connection
 
-__all__ = ["enqueue_due_connections", "refresh_connection_task", "refresh_due_connections_task"]
+__all__ = [
+    "check_due_connections_task",
+    "enqueue_due_connections",
+    "refresh_connection_task",
+    "refresh_due_connections_task",
+]
 
 
 @shared_task(name="manychat_oauth.refresh_connection", ignore_result=True)  # type: ignore[untyped-decorator]
@@ -43,8 +49,23 @@ def refresh_connection_task(
 
 @shared_task(name="manychat_oauth.refresh_due_connections", ignore_result=True)  # type: ignore[untyped-decorator]
 def refresh_due_connections_task(margin: float | None = None) -> int:
-    """Queue one ``refresh_connection_task`` per due connection; for Celery beat."""
+    """Queue one ``refresh_connection_task`` per due connection, and the health checks; for Celery beat.
+
+    One beat entry keeps everything valid, as one ``manychat_refresh_tokens``
+    run from cron does.
+    """
+    check_due_connections_task.delay()
     return enqueue_due_connections(margin=margin)
+
+
+@shared_task(name="manychat_oauth.check_due_connections", ignore_result=True)  # type: ignore[untyped-decorator]
+def check_due_connections_task() -> dict[str, object]:
+    """Check the API-key and App connections due for a health check (see ``health.py``).
+
+    Each row is claimed with a conditional UPDATE of ``last_checked_at``, so
+    overlapping runs check every connection once.
+    """
+    return check_due_connections().as_dict()
 
 
 def enqueue_due_connections(

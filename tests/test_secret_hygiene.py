@@ -607,7 +607,9 @@ def error_reports(evidence: Evidence) -> list[str]:
     """The 500 error reports (as mailed to ADMINS, and the HTML page) of the crashes logged so far."""
     from django.views.debug import ExceptionReporter
 
-    crashes = [r for r in evidence.logs.records if r.name == "django.request" and r.levelname == "ERROR"]
+    # Records with a traceback only: a live-server thread left over from an
+    # earlier test may log its own plain errors meanwhile.
+    crashes = [r for r in evidence.logs.records if r.name == "django.request" and r.levelname == "ERROR" and r.exc_info]
     reports = []
     for record in crashes:
         reporter = ExceptionReporter(getattr(record, "request", None), *record.exc_info, is_email=True)

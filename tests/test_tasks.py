@@ -13,8 +13,14 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from manychat_oauth.models import ManychatConnection
+from manychat_oauth.sandbox.accounts import create_api_key, create_page, revoke_api_keys
 from manychat_oauth.sandbox.models import SandboxToken
-from manychat_oauth.tasks import enqueue_due_connections, refresh_connection_task, refresh_due_connections_task
+from manychat_oauth.tasks import (
+    check_due_connections_task,
+    enqueue_due_connections,
+    refresh_connection_task,
+    refresh_due_connections_task,
+)
 
 from .due_connections import make_connections, stored_refresh_token_is_current
 
@@ -90,6 +96,33 @@ def test_beat_task_enqueues_the_due_connections(sandbox, user, eager):
     assert refreshed(due) == set(due)
 
 
+def test_beat_task_also_runs_the_health_checks_of_key_connections(sandbox, user, eager):
+    page = create_page("Checked Bakery")
+    key = create_api_key(page).key
+    connection = ManychatConnection.objects.create(
+        user=user, auth_type="api_key", page_id=page.page_id, page_name="Old name", access_token=key
+    )
+    revoke_api_keys(page)
+    refresh_due_connections_task.delay().get()
+    connection.refresh_from_db()
+    assert connection.status == "reauth_required"
+    assert connection.last_checked_at is not None
+
+
+def test_check_task_reports_its_counts(sandbox, user, eager):
+    page = create_page("Renamed Bakery")
+    ManychatConnection.objects.create(
+        user=user,
+        auth_type="api_key",
+        page_id=page.page_id,
+        page_name="Old name",
+        access_token=create_api_key(page).key,
+    )
+    counts = check_due_connections_task.delay().get()
+    assert (counts["checked"], counts["key_rejected"], counts["check_failed"]) == (1, 0, 0)
+    assert ManychatConnection.objects.get(user=user).page_name == "Renamed Bakery"
+
+
 def test_failed_refresh_is_recorded_on_the_row_and_not_retried_by_celery(sandbox, user, eager):
     [pk] = make_connections(user, 1)
     sandbox.fault("token", status=503, times=1)
@@ -114,9 +147,9 @@ def test_command_enqueue_says_how_many_tasks_it_queued(sandbox, user, eager, cap
     call_command("manychat_refresh_tokens", "--enqueue", "--dry-run")  # dry run wins: nothing queued
     assert "2 connection(s) would be refreshed" in capsys.readouterr().out
     call_command("manychat_refresh_tokens", "--enqueue")
-    assert "Queued 2 refresh task(s)." in capsys.readouterr().out
+    assert "Queued 2 refresh task(s) and the health checks." in capsys.readouterr().out
     call_command("manychat_refresh_tokens", "--enqueue", "--json")
-    assert json.loads(capsys.readouterr().out) == {"enqueued": 0}
+    assert json.loads(capsys.readouterr().out) == {"enqueued": 0, "health_checks_enqueued": True}
 
 
 def test_command_enqueue_without_celery_explains_how_to_install_it(db, monkeypatch):

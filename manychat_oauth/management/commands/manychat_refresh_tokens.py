@@ -109,14 +109,15 @@ class Command(BaseCommand):
 
     def enqueue(self, selection: dict[str, Any], *, as_json: bool) -> None:
         try:
-            from manychat_oauth.tasks import enqueue_due_connections
+            from manychat_oauth.tasks import check_due_connections_task, enqueue_due_connections
         except ImportError as exc:
             raise CommandError("--enqueue needs Celery: pip install 'django-manychat-oauth[celery]'.") from exc
         queued = enqueue_due_connections(**selection)
+        check_due_connections_task.delay()
         if as_json:
-            self.stdout.write(json.dumps({"enqueued": queued}))
+            self.stdout.write(json.dumps({"enqueued": queued, "health_checks_enqueued": True}))
         else:
-            self.stdout.write(self.style.SUCCESS(f"Queued {queued} refresh task(s)."))
+            self.stdout.write(self.style.SUCCESS(f"Queued {queued} refresh task(s) and the health checks."))
 
 
 class Progress:
