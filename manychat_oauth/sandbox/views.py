@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -22,10 +24,29 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from manychat_oauth.client import code_challenge
 from manychat_oauth.conf import app_settings
 
-from .faults import take_fault
+from .faults import FaultPlan, take_fault
 from .models import SandboxApiKey, SandboxAppInstall, SandboxAuthorizationCode, SandboxPage, SandboxToken
 
 CODE_LIFETIME = dt.timedelta(minutes=10)
+
+
+FaultView = Callable[[HttpRequest, FaultPlan], HttpResponseBase]
+
+
+def with_faults(endpoint: str) -> Callable[[FaultView], Callable[[HttpRequest], HttpResponseBase]]:
+    """Apply the switched-on fault for ``endpoint``: answer in the view's place,
+    or hand the view the plan (for delays after the work and slow bodies)."""
+
+    def decorator(view: FaultView) -> Callable[[HttpRequest], HttpResponseBase]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest) -> HttpResponseBase:
+            plan = take_fault(endpoint)
+            faulted = plan.before()
+            return faulted if faulted is not None else view(request, plan)
+
+        return wrapper
+
+    return decorator
 
 
 def token_lifetime() -> int:
@@ -57,12 +78,9 @@ def _redirect_with(redirect_uri: str, params: dict[str, str]) -> HttpResponseRed
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-def authorize(request: HttpRequest) -> HttpResponseBase:
+@with_faults("authorize")
+def authorize(request: HttpRequest, plan: FaultPlan) -> HttpResponseBase:
     """The consent page: choose a page, Approve or Deny."""
-    plan = take_fault("authorize")
-    faulted = plan.before()
-    if faulted is not None:
-        return faulted
     params = request.POST if request.method == "POST" else request.GET
     client_id = params.get("client_id", "")
     redirect_uri = params.get("redirect_uri", "")
@@ -127,12 +145,9 @@ def _client_credentials(request: HttpRequest) -> tuple[str, str]:
 @csrf_exempt
 @never_cache
 @require_POST
-def token(request: HttpRequest) -> HttpResponseBase:
+@with_faults("token")
+def token(request: HttpRequest, plan: FaultPlan) -> HttpResponseBase:
     """The token endpoint: authorization_code and refresh_token grants."""
-    plan = take_fault("token")
-    faulted = plan.before()
-    if faulted is not None:
-        return faulted
     client_id, secret = _client_credentials(request)
     expected_id, expected_secret = expected_client()
     if not (
@@ -231,12 +246,9 @@ def is_uninstalled_app_key(credential: str) -> bool:
 @csrf_exempt
 @never_cache
 @require_GET
-def get_info(request: HttpRequest) -> HttpResponseBase:
+@with_faults("getinfo")
+def get_info(request: HttpRequest, plan: FaultPlan) -> HttpResponseBase:
     """``GET /fb/page/getInfo`` with ``Authorization: Bearer <token or API key>``."""
-    plan = take_fault("getinfo")
-    faulted = plan.before()
-    if faulted is not None:
-        return faulted
     header = request.META.get("HTTP_AUTHORIZATION", "")
     credential = header[7:].strip() if header.startswith("Bearer ") else ""
     page = page_for_credential(credential) if credential else None
